@@ -1,0 +1,72 @@
+"""Zero-shot classification of findings with a trained checkpoint: per-finding AUROC on held-out images.
+
+    python recipes/evaluate_zeroshot.py --model runs/pretrain/final          # the demo data's held-out split
+    python recipes/evaluate_zeroshot.py --model DIR --data manifest.jsonl --labels-column labels \
+        --label-names Cardiomegaly,Effusion --split-column split --split test
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoProcessor
+
+import vlp  # noqa: F401  (registers the Auto classes)
+from vlp import ZeroShotClassifier
+from vlp.evaluation.classification import format_table, per_label_auroc
+from vlp.training.config import DataSection
+from vlp.training.data import build_dataset, demo_manifest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a saved checkpoint folder (e.g. runs/pretrain/final)")
+    p.add_argument("--data", help="manifest; default: the built-in demo data's test split")
+    p.add_argument("--image-column", default="image")
+    p.add_argument("--labels-column", default="labels")
+    p.add_argument("--label-names", help="comma-separated finding names (also the prompts' label text)")
+    p.add_argument("--split-column", default="split")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=["pos_neg", "softmax"], default="pos_neg")
+    p.add_argument("--out", help="also write the table (markdown) to this file")
+    args = p.parse_args(argv)
+
+    model = AutoModel.from_pretrained(args.model).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    data = DataSection(text_column=None, image_column=args.image_column)
+    if args.data:
+        manifest = Path(args.data)
+        label_names = args.label_names.split(",") if args.label_names else None
+        if not label_names:
+            p.error("--label-names is required with --data")
+    else:
+        from vlp.data.demo import FINDINGS
+        manifest, label_names = demo_manifest(data), list(FINDINGS)
+    dataset = build_dataset(manifest, data, split_column=args.split_column, split=args.split,
+                            labels_column=args.labels_column, label_names=label_names)
+    images, targets, skipped = [], [], 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if "skip" in item:
+            skipped += 1
+            print(f"skipped row {item['index']} ({item['path']}): {item['skip']}", file=sys.stderr)
+            continue
+        images.append(item["image"])
+        targets.append(item["labels"])
+    classifier = ZeroShotClassifier(model, processor, labels=label_names, mode=args.mode)
+    with torch.no_grad():
+        scores = classifier(images).numpy()
+    aurocs = per_label_auroc(scores, np.stack(targets), label_names)
+    table = format_table(aurocs)
+    print(f"zero-shot ({args.mode}) on {len(images)} held-out images of {manifest} "
+          f"({skipped} rows skipped), model {args.model}:\n{table}")
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""`create_model_and_processor(preset, **overrides)`: a model and its matching processor from a named preset.
+
+Presets are small JSON files in `vlp/presets/` (or a path to your own JSON/YAML file with the same keys).
+`tiny` builds random-init towers offline in seconds; the others name real towers, whose weights must be in the
+local cache or a local directory (vlp never downloads at run time unless asked).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from .configuration import VLPConfig
+from .modeling.model import VLPModel
+from .modeling.towers import TowerUnavailableError, _downloads_allowed, _offline
+from .paths import resolve_location
+from .processing import VLPImageProcessor, VLPProcessor
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(preset: str | Path) -> dict[str, Any]:
+    """The config dict of a named preset or of a JSON/YAML file."""
+    path = Path(preset)
+    if not path.is_file():
+        path = PRESET_DIR / f"{preset}.json"
+        if not path.is_file():
+            raise ValueError(f"unknown preset {str(preset)!r}; available: {', '.join(available_presets())} "
+                             "(or give the path of a JSON/YAML config file)")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    return {k: v for k, v in values.items() if not k.startswith("_")}
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update: nested dicts merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def create_processor(config: VLPConfig) -> VLPProcessor:
+    """The processor that matches `config`: the text tower's tokenizer and the image tower's input."""
+    text = config.text_tower
+    source = resolve_location(text.tokenizer or text.model_name)
+    if not source:
+        raise ValueError("text_tower.tokenizer is required when text_tower.model_name is empty")
+    allow = text.allow_download or _downloads_allowed()
+    try:
+        with _offline(not allow):
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow)
+    except OSError as err:
+        raise TowerUnavailableError(
+            f"tokenizer {source!r} is not available locally; point text_tower.tokenizer to a local directory "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    tokenizer.model_max_length = text.max_length
+    image = config.image_tower
+    image_processor = VLPImageProcessor(image_size=image.image_size, num_channels=image.in_chans,
+                                        image_mean=image.image_mean, image_std=image.image_std)
+    return VLPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def create_model_and_processor(preset: str | Path = "tiny", load_pretrained: bool = True,
+                               **overrides: Any) -> tuple[VLPModel, VLPProcessor]:
+    """Build `VLPModel` and `VLPProcessor` from a preset, with config keys overridden by keyword.
+
+    Example: `create_model_and_processor("tiny", heads=["lovt"], image_tower={"image_size": 96})`.
+    `load_pretrained` loads the towers' pretrained weights where the preset names them.
+    """
+    values = merge(load_preset(preset), overrides)
+    config = VLPConfig(**values)
+    processor = create_processor(config)
+    text = config.text_tower
+    if text.model_config is not None and "vocab_size" not in text.model_config:
+        text.model_config = {**text.model_config, "vocab_size": len(processor.tokenizer)}
+    model = VLPModel(config)
+    if load_pretrained:
+        model.load_pretrained_towers()
+    return model, processor

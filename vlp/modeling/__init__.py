@@ -1,0 +1,4 @@
+from .model import VLPModel, VLPPreTrainedModel
+from .outputs import FeatureCache, VLPOutput
+
+__all__ = ["VLPModel", "VLPPreTrainedModel", "VLPOutput", "FeatureCache"]

@@ -1,0 +1,44 @@
+"""The training dataset a run asks for: a manifest through `ManifestDataset`, or the built-in demo data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.dataset import ColumnConfig, ManifestDataset
+from ..data.manifest import read_manifest
+from .config import DataSection
+
+
+def demo_manifest(data: DataSection) -> Path:
+    """Generate (once, cached) the built-in phantom data and return its manifest."""
+    from ..data.demo import DemoConfig, default_demo_dir, generate_demo_dataset
+
+    out = Path(data.demo_dir) if data.demo_dir else default_demo_dir()
+    return generate_demo_dataset(out, n_train=data.demo_train, n_test=data.demo_test,
+                                 seed=data.demo_seed, config=DemoConfig(seed=data.demo_seed))
+
+
+def build_train_dataset(data: DataSection, strict: bool = False) -> ManifestDataset:
+    """The rows to train on. With no `data.train`, the demo data's `train` split (labels: the demo findings)."""
+    if data.train is None:
+        from ..data.demo import FINDINGS
+
+        return build_dataset(demo_manifest(data), data, split_column="split", split="train",
+                             labels_column=data.labels_column or "labels",
+                             label_names=data.label_names or list(FINDINGS), strict=strict)
+    return build_dataset(Path(data.train), data, strict=strict)
+
+
+def build_dataset(manifest: Path, data: DataSection, split_column: str | None = None, split: str | None = None,
+                  labels_column: str | None = None, label_names: list[str] | None = None,
+                  strict: bool = False) -> ManifestDataset:
+    split_column = split_column or data.split_column
+    split = split or data.split
+    columns = ColumnConfig(image=data.image_column, text=data.text_column,
+                           labels=labels_column or data.labels_column, label_names=label_names or data.label_names)
+    if split_column and split is not None:
+        rows = read_manifest(manifest)
+        if split_column not in rows.column_names:
+            raise ValueError(f"{manifest}: split column {split_column!r} not found; columns: {rows.column_names}")
+        rows = rows.filter(lambda value: value == split, input_columns=split_column)
+        return ManifestDataset(rows, columns=columns, image_root=data.image_root or manifest.parent, strict=strict)
+    return ManifestDataset(manifest, columns=columns, image_root=data.image_root, strict=strict)
