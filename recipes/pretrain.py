@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -121,6 +120,11 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, kee
     accelerator.wait_for_everyone()
 
 
+def has_accelerator_device() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
@@ -130,6 +134,7 @@ def main(argv=None) -> int:
     train = config.train
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(
+        cpu=not has_accelerator_device(),  # without it, several CPU processes would not form a gloo group
         mixed_precision=train.mixed_precision, log_with="tensorboard", project_dir=str(output_dir / "logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
@@ -237,7 +242,7 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
     for j, batch in enumerate(micro):
         sync = contextlib.nullcontext() if j == k - 1 else accelerator.no_sync(model)
         if k > 1 and all("input_ids" in b for b in micro):
-            cache = FeatureCache(images, texts, starts[j])
+            cache = FeatureCache(images, texts, starts[j], num_chunks=k)
         with sync, accelerator.autocast():
             out = model(**model_inputs(batch), return_loss=True, feature_cache=cache)
             loss = sum(unwrapped.loss_weight(name) * value * (1.0 if cache is not None and name.startswith("global_")

@@ -44,10 +44,17 @@ def load_preset(preset: str | Path) -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict update: nested dicts merge key by key, anything else replaces."""
+    """Recursive dict update: nested dicts merge key by key, anything else (an empty dict too) replaces.
+
+    A nested dict that names a different `model_name` replaces its base whole: a tower's `model_kwargs`
+    belong to its architecture and must not leak into another (a ResNet's `output_stride` into a ViT).
+    """
     out = copy.deepcopy(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        base_value = out.get(key)
+        new_model = (isinstance(value, dict) and isinstance(base_value, dict) and "model_name" in value
+                     and value["model_name"] != base_value.get("model_name"))
+        if isinstance(value, dict) and value and isinstance(base_value, dict) and not new_model:
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

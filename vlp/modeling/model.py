@@ -151,9 +151,14 @@ class VLPModel(VLPPreTrainedModel):
             n, start = image_embeds.shape[0], cache.start
             image_embeds = torch.cat([cache.image_embeds[:start], image_embeds, cache.image_embeds[start + n:]])
             text_embeds = torch.cat([cache.text_embeds[:start], text_embeds, cache.text_embeds[start + n:]])
+            # every micro-batch's loss depends on the temperature through all rows: pass 1/K of its gradient
+            scale = scale.detach() + (scale - scale.detach()) / cache.num_chunks
         gather, with_grad = True, self.config.loss.gather_with_grad
         if self.config.loss.contrastive == ContrastiveKind.SIGLIP:
-            return siglip_loss(image_embeds, text_embeds, scale, self.logit_bias, gather, with_grad)
+            bias = self.logit_bias
+            if cache is not None:
+                bias = bias.detach() + (bias - bias.detach()) / cache.num_chunks
+            return siglip_loss(image_embeds, text_embeds, scale, bias, gather, with_grad)
         return clip_loss(image_embeds, text_embeds, scale, gather, with_grad)
 
     def _lovt_forward(self, out, image_features, text_features, attention_mask, sentence_ids, return_loss):

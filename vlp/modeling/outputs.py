@@ -37,8 +37,11 @@ class VLPOutput(ModelOutput):
 class FeatureCache:
     """Detached embeddings of every micro-batch of one optimizer step (gradient accumulation that keeps all
     micro-batches as negatives, as open_clip's `--accum-freq`): the current micro-batch's rows
-    `[start, start + n)` are replaced by its grad-carrying embeddings before the global loss."""
+    `[start, start + n)` are replaced by its grad-carrying embeddings before the global loss.
+    `num_chunks` is the number of micro-batches: each pass sends 1/num_chunks of the temperature's gradient,
+    so that the step's sum equals the big batch's."""
 
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
     start: int
+    num_chunks: int = 1
