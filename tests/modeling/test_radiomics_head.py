@@ -1,0 +1,242 @@
+"""The radiomics head: config, masked BCE, which class is explained, the Grad-CAM -> box -> radiomics path on a
+non-square image, and the head inside `VLPModel` (ResNet and the tiny ViT preset, with and without reports)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vlp import VLPConfig, VLPModel
+from vlp.modeling.heads.radiomics import (LOSS_NAMES, RadiomicsHead, RadiomicsHeadConfig, explain_targets,
+                                          masked_bce)
+from vlp.modeling.outputs import VLPOutput
+from vlp.modeling.towers import ImageFeatures
+from vlp.radiomics import RadiomicsExtractor
+
+NAN = float("nan")
+SMALL_TEXT = {"model_name": None, "model_config": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                   "num_attention_heads": 2, "intermediate_size": 64,
+                                                   "vocab_size": 50}}
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_config_round_trip_defaults_and_unknown_keys():
+    cfg = RadiomicsHeadConfig.from_dict({"label_names": ["Mass", "Nodule"], "cam_threshold": 0.4,
+                                         "weights": {"radiomics_contrastive": 0.5}})
+    assert cfg.temperature == 0.05  # Han et al.
+    assert cfg.weights == {"radiomics_classification": 1.0, "radiomics_contrastive": 0.5}
+    assert RadiomicsHeadConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"cam_treshold"):
+        RadiomicsHeadConfig.from_dict({"cam_treshold": 0.5})
+    with pytest.raises(ValueError, match="radiomics_contrast"):
+        RadiomicsHeadConfig.from_dict({"weights": {"radiomics_contrast": 1.0}})
+    with pytest.raises(ValueError, match="explain"):
+        RadiomicsHeadConfig(explain="bottom")
+    with pytest.raises(ValueError, match="unknown radiomics feature classes"):
+        RadiomicsHead({"feature_classes": ["glcm", "wavelet"]}, image_dim=8, embed_dim=4)
+
+
+# ----------------------------------------------------------------------------------------- BCE, targets
+def test_bce_uses_only_the_known_entries():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 4.0, -2.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, NAN, 0.0], [NAN, NAN, 1.0]])
+    loss = masked_bce(logits, labels)
+
+    def bce(z, y):  # written out: -[y log s(z) + (1 - y) log(1 - s(z))]
+        s = 1 / (1 + math.exp(-z))
+        return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+
+    expected = (bce(2.0, 1) + bce(0.5, 0) + bce(-2.0, 1)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0 and logits.grad[1, 1] == 0
+    assert logits.grad[0, 0] != 0
+    # an unlabelled batch: zero, still connected to the classifier
+    empty = masked_bce(logits, torch.full((2, 3), NAN))
+    assert empty.item() == 0 and empty.requires_grad
+
+
+def test_explained_class_is_the_labelled_positive_else_the_top_prediction():
+    logits = torch.tensor([[0.1, 3.0, 0.2, 0.0], [0.1, 3.0, 0.2, 0.5], [0.0, 0.3, 2.0, 0.1], [1.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0, NAN, 0.0],  # one positive: class 0 although class 1 scores higher
+                           [0.0, NAN, 1.0, 1.0],  # two positives: the higher-scoring one, class 3
+                           [NAN, NAN, NAN, NAN],  # unlabelled: top prediction, class 2
+                           [0.0, 0.0, 0.0, 0.0]])  # labelled negative everywhere: top prediction, class 0
+    assert explain_targets(logits, labels).tolist() == [0, 3, 2, 0]
+    assert explain_targets(logits, labels, "top").tolist() == [1, 1, 2, 0]
+    assert explain_targets(logits, None).tolist() == [1, 1, 2, 0]
+
+
+# ------------------------------------------------------------------- map -> box -> radiomics geometry
+def test_cam_peak_selects_the_right_pixels_of_the_original_image_for_radiomics():
+    """A hand-made 3 x 5 grid of regions on a 48 x 80 (non-square) image whose class-0 Grad-CAM peaks at
+    cell (2, 1): the head's box is that cell's 16 x 16 pixel block (rows 32..47, columns 16..31), and its
+    radiomics embedding is the encoder applied to PyRadiomics-style features of exactly that block of the
+    original image (scaled to 0..255)."""
+    torch.manual_seed(0)
+    head = RadiomicsHead({"label_names": ["a", "b"], "min_box_size": 4}, image_dim=2, embed_dim=8).eval()
+    with torch.no_grad():
+        head.classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        head.classifier.bias.zero_()
+    regions = torch.zeros(1, 15, 2)
+    regions[0, 2 * 5 + 1, 0] = 5.0  # channel 0 (class "a") fires at cell (2, 1)
+    regions[0, 7, 1] = 1.0  # channel 1 fires elsewhere, and class "a" is labelled positive
+    raw = torch.rand(1, 48, 80)
+    out = VLPOutput(losses={}, image_embeds=torch.nn.functional.normalize(torch.randn(1, 8), dim=-1))
+    head(out, ImageFeatures(pooled=regions.mean(1), regions=regions, grid=(3, 5)), None, raw,
+         torch.tensor([[1.0, 0.0]]), return_loss=False)
+    assert out.cams.shape == (1, 3, 5) and out.cams[0, 2, 1] == 1 and out.cams.sum() == 1
+    (box,) = head.region_boxes(out.cams, (48, 80))
+    assert box == (16.0, 32.0, 16.0, 16.0)
+    mask = torch.zeros(1, 48, 80, dtype=torch.bool)
+    mask[0, 32:48, 16:32] = True
+    features = RadiomicsExtractor("torch")(raw.double() * 255, mask)
+    torch.testing.assert_close(out.radiomics_embeds, head.encoder(features), rtol=1e-5, atol=1e-6)
+
+
+def test_raw_images_must_be_unit_range():
+    head = RadiomicsHead({"label_names": ["a"]}, image_dim=4, embed_dim=4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        head.radiomic_features(torch.rand(1, 16, 16) * 255, [(0.0, 0.0, 8.0, 8.0)])
+
+
+# -------------------------------------------------------------------------------- inside VLPModel (ResNet)
+def _resnet_model(**radiomics):
+    cfg = VLPConfig(image_tower={"model_name": "resnet18", "image_size": 64, "in_chans": 1}, text_tower=SMALL_TEXT,
+                    projection_dim=16, heads=["radiomics"],
+                    radiomics={"label_names": ["a", "b", "c"], "encoder_hidden_dim": 32, **radiomics})
+    torch.manual_seed(0)
+    return VLPModel(cfg)
+
+
+def _batch(n=4, h=64, w=96):
+    g = torch.Generator().manual_seed(3)
+    raw = torch.rand(n, h, w, generator=g)
+    labels = torch.tensor([[1.0, 0.0, NAN], [NAN, NAN, NAN], [0.0, 0.0, 1.0], [NAN, 1.0, 0.0]])[:n]
+    return {"pixel_values": ((raw - 0.5) / 0.25)[:, None], "raw_images": raw, "labels": labels}
+
+
+def test_end_to_end_loss_gradients_and_gradient_free_extraction():
+    model = _resnet_model()
+    batch = _batch()
+    batch["raw_images"].requires_grad_(True)  # extraction must not build a graph to the raw image
+    out = model(**batch, return_loss=True)
+    # Grad-CAM inside forward accumulated nothing
+    assert all(p.grad is None for p in model.parameters())
+    assert set(out.losses) == set(LOSS_NAMES)
+    assert all(torch.isfinite(v) for v in out.losses.values()) and torch.isfinite(out.loss)
+    assert out.class_logits.shape == (4, 3) and out.cams.shape == (4, 2, 3)  # 64 x 96 input, stride 32
+    assert out.cams.min() >= 0 and out.cams.max() <= 1 and not out.cams.requires_grad
+    assert out.radiomics_embeds.shape == (4, 16)
+    out.loss.backward()
+    head = model.radiomics
+    for name, p in [("classifier", head.classifier.weight), ("encoder", head.encoder.mlp[0].weight),
+                    ("encoder out", head.encoder.mlp[-1].weight), ("tower", model.image_tower.model.conv1.weight),
+                    ("projection", model.image_projection.weight)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert batch["raw_images"].grad is None
+    # the named terms are weighted with the head's defaults
+    assert out.loss.item() == pytest.approx(sum(v.item() for v in out.losses.values()), rel=1e-6)
+
+
+def test_contrastive_term_trains_the_tower_without_labels():
+    model = _resnet_model()
+    batch = _batch()
+    del batch["labels"]
+    out = model(**batch, return_loss=True)
+    assert out.losses["radiomics_classification"].item() == 0
+    out.loss.backward()
+    assert model.image_tower.model.conv1.weight.grad.abs().sum() > 0
+    assert model.radiomics.encoder.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_eval_under_no_grad_and_errors():
+    model = _resnet_model().eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(pixel_values=batch["pixel_values"], raw_images=batch["raw_images"])
+    assert out.cams.shape == (4, 2, 3) and out.radiomics_embeds.shape == (4, 16) and out.losses == {}
+    assert out.class_logits.grad_fn is None
+    with torch.no_grad():  # images only, no raw images: logits and maps, no radiomics
+        out = model(pixel_values=batch["pixel_values"])
+    assert out.cams is not None and out.radiomics_embeds is None
+    model.train()
+    with pytest.raises(ValueError, match="return_raw_images=True"):
+        model(pixel_values=batch["pixel_values"], labels=batch["labels"], return_loss=True)
+    with pytest.raises(ValueError, match="label_names"):
+        model(**{**batch, "labels": torch.zeros(4, 5)}, return_loss=True)
+
+
+def test_contrastive_weight_zero_skips_radiomics_in_training():
+    model = _resnet_model(weights={"radiomics_contrastive": 0.0})
+    batch = _batch()
+    out = model(pixel_values=batch["pixel_values"], labels=batch["labels"], return_loss=True)
+    assert set(out.losses) == {"radiomics_classification"} and out.radiomics_embeds is None
+
+
+def test_save_and_load_keep_the_head(tmp_path):
+    model = _resnet_model(cam_threshold=0.4).eval()
+    batch = _batch()
+    model.train()
+    model(**batch, return_loss=True)  # updates the feature standardiser's running statistics
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = VLPModel.from_pretrained(tmp_path).eval()
+    assert loaded.radiomics.config == model.radiomics.config
+    with torch.no_grad():
+        a = model(pixel_values=batch["pixel_values"], raw_images=batch["raw_images"])
+        b = loaded(pixel_values=batch["pixel_values"], raw_images=batch["raw_images"])
+    torch.testing.assert_close(a.radiomics_embeds, b.radiomics_embeds)
+    torch.testing.assert_close(a.cams, b.cams)
+
+
+# --------------------------------------------------------------------------- the tiny ViT preset, reports
+TINY_VIT = {"model_name": "vit_tiny_patch16_224", "image_size": 64,
+            "model_kwargs": {"embed_dim": 96, "depth": 2, "num_heads": 3}}
+
+
+@pytest.fixture(scope="module", params=["resnet", "vit"])
+def tiny(request):
+    """The tiny preset (a ResNet) and a tiny ViT: Grad-CAM must see the patch grid, not the CLS token."""
+    from vlp import create_model_and_processor
+
+    torch.manual_seed(0)
+    overrides = {"image_tower": TINY_VIT} if request.param == "vit" else {}
+    return create_model_and_processor("tiny", heads=["radiomics"], **overrides,
+                                      radiomics={"label_names": ["Mass", "Nodule"], "encoder_hidden_dim": 32})
+
+
+def _first_weight(model):
+    return next(p for p in model.image_tower.model.parameters() if p.dim() == 4)
+
+
+def _images(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.rand(90 + 10 * i, 120, generator=g) * 255).to(torch.uint8).numpy() for i in range(n)]
+
+
+def test_image_only_batch(tiny):
+    model, processor = tiny
+    batch = processor(images=_images(), return_tensors="pt", return_raw_images=True)
+    out = model(pixel_values=batch["pixel_values"], raw_images=batch["raw_images"],
+                labels=torch.tensor([[1.0, NAN], [NAN, NAN], [0.0, 1.0]]), return_loss=True)
+    assert out.image_embeds is not None and out.text_embeds is None
+    assert set(out.losses) == set(LOSS_NAMES) and torch.isfinite(out.loss)
+    assert out.cams.shape == (3, *out.region_grid) and (out.cams.amax(dim=(1, 2)) > 0).all()  # not CLS-blind
+    out.loss.backward()
+    assert _first_weight(model).grad.abs().sum() > 0  # the stem learns from the radiomics terms
+    model.zero_grad(set_to_none=True)
+
+
+def test_with_reports_adds_the_radiomics_terms_to_the_global_ones(tiny):
+    model, processor = tiny
+    batch = processor(text=["Small nodule in the right upper lobe.", "No acute findings.", "Left mass."],
+                      images=_images(seed=1), return_tensors="pt", return_raw_images=True)
+    out = model(**batch, labels=torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, NAN]]), return_loss=True)
+    assert {"global_image_to_text", "global_text_to_image", *LOSS_NAMES} <= set(out.losses)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.radiomics.classifier.weight.grad.abs().sum() > 0
+    assert model.text_projection.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
