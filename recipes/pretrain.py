@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -49,6 +50,8 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--labels-column")
     p.add_argument("--image-root")
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad row")
+    p.add_argument("--streaming", action="store_true", default=None,
+                   help="read the manifest as needed instead of loading it (very large manifests)")
     p.add_argument("--num-workers", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -66,7 +69,7 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
         ("model", "preset"): args.preset, ("data", "train"): args.train_data,
         ("data", "image_column"): args.image_column, ("data", "text_column"): args.text_column,
         ("data", "labels_column"): args.labels_column, ("data", "image_root"): args.image_root,
-        ("data", "strict"): args.strict, ("data", "num_workers"): args.num_workers,
+        ("data", "strict"): args.strict, ("data", "streaming"): args.streaming, ("data", "num_workers"): args.num_workers,
         ("train", "max_steps"): args.max_steps, ("train", "batch_size"): args.batch_size, ("train", "lr"): args.lr,
         ("train", "grad_accum"): args.grad_accum, ("train", "mixed_precision"): args.mixed_precision,
         ("train", "grad_checkpointing"): args.grad_checkpointing, ("train", "seed"): args.seed,
@@ -141,20 +144,30 @@ def main(argv=None) -> int:
                         stream=sys.stdout)
     set_seed(train.seed)
 
-    model, processor = create_model_and_processor(config.model.preset, **config.model.config)
+    with accelerator.main_process_first():
+        dataset = build_train_dataset(config.data, strict=config.data.strict, rank=accelerator.process_index,
+                                      world_size=accelerator.num_processes)
+    streaming = isinstance(dataset, torch.utils.data.IterableDataset)
+    model_overrides = with_data_label_names(config.model.config, dataset.label_names)
+    model, processor = create_model_and_processor(config.model.preset, **model_overrides)
     if train.grad_checkpointing:
         model.gradient_checkpointing_enable()
-    with accelerator.main_process_first():
-        dataset = build_train_dataset(config.data, strict=config.data.strict)
     heads = model.config.heads
     collator = VLPCollator(processor, return_sentence_ids=Head.LOVT in heads,
                            return_raw_images=Head.RADIOMICS in heads)
-    loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=True, drop_last=True,
+    # a streaming dataset deals rows to ranks and workers itself, so its loader is not sharded by Accelerate
+    loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=not streaming, drop_last=True,
                         num_workers=config.data.num_workers, collate_fn=collator,
-                        persistent_workers=config.data.num_workers > 0)
+                        persistent_workers=config.data.num_workers > 0,
+                        # its own generator: a loader iterator made on --resume must not draw from the global RNG,
+                        # or every dropout mask after the resume would differ from the uninterrupted run's
+                        generator=torch.Generator().manual_seed(train.seed))
     optimizer = torch.optim.AdamW(param_groups(model, train.weight_decay), lr=train.lr, betas=(0.9, 0.98), eps=1e-6)
     scheduler = get_cosine_schedule_with_warmup(optimizer, train.warmup_steps, train.max_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if streaming:
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    else:
+        model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(model)
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
@@ -168,18 +181,24 @@ def main(argv=None) -> int:
             logger.info("resumed from %s at step %d", ckpt, state["step"])
 
     accelerator.init_trackers("pretrain", config=_flat_hparams(config))
-    logger.info("training %s on %d rows: %d steps of %d x %d x %d processes", config.model.preset, len(dataset),
-                train.max_steps, train.batch_size, train.grad_accum, accelerator.num_processes)
+    logger.info("training %s on %s rows: %d steps of %d x %d x %d processes", config.model.preset,
+                "streamed" if streaming else len(dataset), train.max_steps, train.batch_size, train.grad_accum,
+                accelerator.num_processes)
     progress = tqdm(total=train.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc="pretrain")
     skips = SkipCounter()
     running: dict[str, float] = {}
     micro: list[dict] = []
     while state["step"] < train.max_steps:
-        loader.set_epoch(state["epoch"])
-        batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) \
-            if state["batches_in_epoch"] else loader
-        for batch in batches:
+        if streaming:
+            dataset.set_epoch(state["epoch"])
+            batches = (send_to_device(b, accelerator.device)
+                       for b in itertools.islice(loader, state["batches_in_epoch"], None))
+        else:
+            loader.set_epoch(state["epoch"])
+            batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) \
+                if state["batches_in_epoch"] else loader
+        for batch in _until_any_rank_ends(accelerator, batches):
             state["batches_in_epoch"] += 1
             for index, path, reason in skips.add(batch["skipped"]):
                 logger.warning("skipped row %s (%s): %s", index, path, reason, main_process_only=False)
@@ -197,7 +216,7 @@ def main(argv=None) -> int:
             if state["step"] % train.log_every == 0 or state["step"] == train.max_steps:
                 logs = {f"train/{k}": v / train.log_every for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
-                logs["train/logit_scale"] = float(unwrapped.scale())
+                logs["train/logit_scale"] = float(unwrapped.scale().detach())
                 logs["train/skipped_rows"] = len(skips.seen)
                 accelerator.log(logs, step=state["step"])
                 progress.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}")
@@ -207,6 +226,9 @@ def main(argv=None) -> int:
             if state["step"] >= train.max_steps:
                 break
         else:
+            if state["batches_in_epoch"] == 0:
+                raise ValueError(f"the training data gave no full batch of {train.batch_size} in an epoch: lower "
+                                 "--batch-size or check the manifest (every row may have been skipped)")
             logger.info("epoch %d done: %s", state["epoch"], skips.summary(), main_process_only=False)
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
@@ -235,7 +257,8 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
     if k > 1 and all("input_ids" in b for b in micro):
         with torch.no_grad(), accelerator.autocast():
             images = torch.cat([unwrapped.get_image_features(b["pixel_values"]) for b in micro])
-            texts = torch.cat([unwrapped.get_text_features(b["input_ids"], b["attention_mask"]) for b in micro])
+            texts = torch.cat([unwrapped.get_text_features(b["input_ids"], b["attention_mask"], b.get("sentence_ids"))
+                               for b in micro])
         starts = [0]
         for b in micro[:-1]:
             starts.append(starts[-1] + b["pixel_values"].shape[0])
@@ -258,6 +281,40 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return logged
+
+
+def with_data_label_names(overrides: dict, label_names: list[str] | None) -> dict:
+    """Model overrides with the radiomics head's findings taken from the data's label columns when the config does
+    not name them; a config that names other findings than the data has is an error (the classifier's outputs
+    must line up with the label columns)."""
+    if Head.RADIOMICS.value not in [str(getattr(h, "value", h)) for h in overrides.get("heads", [])]:
+        return overrides
+    head = dict(overrides.get("radiomics") or {})
+    if label_names is None:
+        if "label_names" not in head:
+            raise ValueError("the radiomics head needs labels: set data.labels_column (--labels-column) to the "
+                             "manifest's labels, or name the findings in model.config.radiomics.label_names")
+        return overrides
+    if "label_names" in head and list(head["label_names"]) != list(label_names):
+        raise ValueError(f"model.config.radiomics.label_names {list(head['label_names'])} differ from the data's "
+                         f"label columns {list(label_names)}; remove them from the config to use the data's")
+    head["label_names"] = list(label_names)
+    return {**overrides, "radiomics": head}
+
+
+def _until_any_rank_ends(accelerator: Accelerator, batches):
+    """Yield batches while every process still has one, so that no process waits forever in a collective call
+    for one whose data ran out (streamed shards can differ by a batch)."""
+    iterator = iter(batches)
+    while True:
+        batch = next(iterator, None)
+        if accelerator.num_processes > 1:
+            has = torch.tensor(0.0 if batch is None else 1.0, device=accelerator.device)
+            if accelerator.reduce(has, reduction="sum").item() < accelerator.num_processes:
+                return
+        if batch is None:
+            return
+        yield batch
 
 
 def _all_have_data(accelerator: Accelerator, batch: dict) -> bool:

@@ -37,7 +37,7 @@ def test_forward_shapes_and_named_losses(tiny):
     assert set(out.losses) == {"global_image_to_text", "global_text_to_image"}
     expected = 0.5 * out.losses["global_image_to_text"] + 0.5 * out.losses["global_text_to_image"]
     torch.testing.assert_close(out.loss, expected)
-    assert out.region_grid == (8, 8)  # 128 px ViT with 16 px patches
+    assert out.region_grid == (8, 8)  # 128 px, resnet10t at output stride 16
     out.loss.backward()
     assert model.image_projection.weight.grad is not None and model.text_projection.weight.grad is not None
 
@@ -148,3 +148,28 @@ def test_siglip_option_trains_a_bias():
     assert set(out.losses) == {"global_sigmoid"}
     out.loss.backward()
     assert model.logit_bias.grad is not None
+
+
+@pytest.mark.parametrize("heads", [[], ["lovt"], ["lovt", "radiomics"]])
+def test_every_parameter_learns_from_the_loss(heads):
+    """No parameter idles (DistributedDataParallel would stop on it): with LoVT on, its attention pooling gives
+    the global embeddings (LoVT's `global_from_local`), so the global loss trains it."""
+    torch.manual_seed(0)
+    model, processor = create_model_and_processor("tiny", heads=heads, lovt={"proj_dim": 32, "proj_hidden_dim": 64},
+                                                  radiomics={"label_names": ["Cardiomegaly", "Effusion"]})
+    batch = processor(text=REPORTS, images=_images(), return_tensors="pt", padding=True,
+                      return_sentence_ids=True, return_raw_images="radiomics" in heads)
+    labels = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [float("nan"), 0.0]])
+    if heads:
+        with torch.no_grad():
+            model.eval()  # no dropout: the two paths must agree exactly
+            out = model(**batch)
+            pooled = model.lovt.pool_regions(model.image_tower(batch["pixel_values"]).regions)
+            torch.testing.assert_close(out.image_embeds, torch.nn.functional.normalize(model.image_projection(pooled)))
+            torch.testing.assert_close(model.get_text_features(batch["input_ids"], batch["attention_mask"],
+                                                               batch["sentence_ids"]), out.text_embeds)
+            model.train()
+    out = model(**batch, labels=labels, return_loss=True)
+    out.loss.backward()
+    idle = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert idle == []

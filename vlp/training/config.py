@@ -29,7 +29,12 @@ class DataSection:
     split: str | None = None
     strict: bool = False  # the first bad row stops the run with its file and row
     num_workers: int = 2
-    streaming: bool = False
+    boxes_column: str | None = None
+    patient_column: str | None = None
+    uncertain: Literal["ignore", "zeros", "ones", "keep"] = "ignore"  # CheXpert -1 labels (UncertainPolicy)
+    streaming: bool = False  # read the manifest as needed (for manifests too big for memory)
+    shuffle_buffer: int = 1000  # streaming: rows shuffled together
+    shuffle_seed: int = 0
     demo_train: int = 2000  # size of the built-in demo data
     demo_test: int = 400
     demo_seed: int = 0

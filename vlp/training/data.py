@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.dataset import ColumnConfig, ManifestDataset
+from ..data.dataset import ColumnConfig, ManifestDataset, ManifestIterableDataset
 from ..data.manifest import read_manifest
 from .config import DataSection
 
@@ -17,8 +17,21 @@ def demo_manifest(data: DataSection) -> Path:
                                  seed=data.demo_seed, config=DemoConfig(seed=data.demo_seed))
 
 
-def build_train_dataset(data: DataSection, strict: bool = False) -> ManifestDataset:
-    """The rows to train on. With no `data.train`, the demo data's `train` split (labels: the demo findings)."""
+def build_train_dataset(data: DataSection, strict: bool = False, rank: int = 0,
+                        world_size: int = 1) -> ManifestDataset | ManifestIterableDataset:
+    """The rows to train on. With no `data.train`, the demo data's `train` split (labels: the demo findings).
+
+    With `data.streaming` the manifest is read as it is needed (`ManifestIterableDataset`, rows dealt to the
+    `world_size` processes by `rank`, shuffled within `data.shuffle_buffer` rows)."""
+    if data.streaming:
+        if data.train is None:
+            raise ValueError("data.streaming needs a manifest (data.train / --train-data); the demo data fits in memory")
+        if data.split_column:
+            raise ValueError("data.split_column is not supported with data.streaming; write the split's rows to "
+                             "their own manifest")
+        return ManifestIterableDataset(Path(data.train), columns=_columns(data), image_root=data.image_root,
+                                       strict=strict, shuffle_buffer=data.shuffle_buffer, seed=data.shuffle_seed,
+                                       rank=rank, world_size=world_size)
     if data.train is None:
         from ..data.demo import FINDINGS
 
@@ -33,8 +46,7 @@ def build_dataset(manifest: Path, data: DataSection, split_column: str | None = 
                   strict: bool = False) -> ManifestDataset:
     split_column = split_column or data.split_column
     split = split or data.split
-    columns = ColumnConfig(image=data.image_column, text=data.text_column,
-                           labels=labels_column or data.labels_column, label_names=label_names or data.label_names)
+    columns = _columns(data, labels_column, label_names)
     if split_column and split is not None:
         rows = read_manifest(manifest)
         if split_column not in rows.column_names:
@@ -42,3 +54,9 @@ def build_dataset(manifest: Path, data: DataSection, split_column: str | None = 
         rows = rows.filter(lambda value: value == split, input_columns=split_column)
         return ManifestDataset(rows, columns=columns, image_root=data.image_root or manifest.parent, strict=strict)
     return ManifestDataset(manifest, columns=columns, image_root=data.image_root, strict=strict)
+
+
+def _columns(data: DataSection, labels_column: str | None = None, label_names: list[str] | None = None) -> ColumnConfig:
+    return ColumnConfig(image=data.image_column, text=data.text_column, labels=labels_column or data.labels_column,
+                        label_names=label_names or data.label_names, boxes=data.boxes_column,
+                        patient_id=data.patient_column, uncertain=data.uncertain)

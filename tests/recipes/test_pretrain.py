@@ -1,0 +1,158 @@
+"""The pretraining recipe run as a user runs it: `accelerate launch recipes/pretrain.py` on small demo data."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "pretrain.py"
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+def _recipe_module():
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_config(tmp_path_factory) -> Path:
+    """A YAML config: the tiny model on 48 demo phantoms, batches of 8, no dataloader workers."""
+    root = tmp_path_factory.mktemp("recipe")
+    config = {
+        "model": {"preset": "tiny"},
+        "data": {"demo_train": 48, "demo_test": 8, "demo_dir": str(root / "demo"), "num_workers": 0},
+        "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_steps": 4, "log_every": 1,
+                  "save_every": 2, "seed": 0},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _command(config: Path, output_dir: Path, *flags: str, processes: int = 1) -> list[str]:
+    cmd = [str(ACCELERATE), "launch", "--num_processes", str(processes), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if processes > 1:
+        cmd.append("--multi_gpu")
+    return [*cmd, str(RECIPE), "--config", str(config), "--output-dir", str(output_dir), *flags]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def _launch(config: Path, output_dir: Path, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:
+    result = subprocess.run(_command(config, output_dir, *flags, processes=processes), env=_env(), cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"recipe failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _scalars(output_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values: dict[str, list[tuple[int, float]]] = {}
+    for events in sorted((output_dir / "logs").rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            values.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return values
+
+
+def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
+    from transformers import AutoModel, AutoProcessor
+
+    import vlp  # noqa: F401  (registers the Auto classes)
+
+    out = tmp_path / "run"
+    _launch(demo_config, out)
+    model = AutoModel.from_pretrained(out / "final")
+    processor = AutoProcessor.from_pretrained(out / "final")
+    assert type(model).__name__ == "VLPModel"
+    scalars = _scalars(out)
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4]
+    assert {"train/global_image_to_text", "train/global_text_to_image", "train/lr"} <= set(scalars)
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002"]  # none at the last step
+
+    torch.manual_seed(0)
+    batch = processor(text=["No pneumothorax.", "Mild cardiomegaly."],
+                      images=[torch.rand(100, 140).numpy(), torch.rand(90, 90).numpy()],
+                      return_tensors="pt", padding=True)
+    with torch.no_grad():
+        output = model(**batch, return_loss=True)
+    assert torch.isfinite(output.loss)
+    fresh = vlp.create_model_and_processor("tiny")[0]
+    trained = load_file(out / "final" / "model.safetensors")
+    assert any(not torch.equal(trained[k], v) for k, v in fresh.state_dict().items() if k in trained)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
+    """Kill the run right after its first checkpoint, `--resume`, and land on the uninterrupted run's weights."""
+    flags = ("--max-steps", "10")
+    _launch(demo_config, tmp_path / "whole", *flags)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_command(demo_config, out, *flags), env=_env(), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "checkpoints" / "step_0000002").is_dir():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "final").exists(), "the run finished before it was killed; the test proves nothing"
+
+    result = _launch(demo_config, out, *flags, "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    resumed = load_file(out / "final" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_two_processes_train_both_heads_over_gloo(demo_config, tmp_path):
+    """`--multi_gpu --num_processes 2` on CPU: a real gloo group, with the LoVT and radiomics heads on."""
+    out = tmp_path / "ddp"
+    result = _launch(demo_config, out, "--heads", "lovt,radiomics", "--max-steps", "2", "--batch-size", "4",
+                     processes=2)
+    assert "x 2 processes" in result.stdout + result.stderr
+    scalars = _scalars(out)
+    assert any(tag.startswith("train/local_") for tag in scalars), sorted(scalars)
+    assert any("radiomics" in tag for tag in scalars), sorted(scalars)
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_bad_config_key_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"learning_rate.*train"):
+        _recipe_module().parse_args(["--config", str(bad)])
+
+
+def test_radiomics_head_takes_its_findings_from_the_data():
+    recipe = _recipe_module()
+    overrides = recipe.with_data_label_names({"heads": ["radiomics"]}, ["Cardiomegaly", "Effusion"])
+    assert overrides["radiomics"]["label_names"] == ["Cardiomegaly", "Effusion"]
+    assert recipe.with_data_label_names({"heads": ["lovt"]}, ["A"]) == {"heads": ["lovt"]}
+    with pytest.raises(ValueError, match="differ from the data"):
+        recipe.with_data_label_names({"heads": ["radiomics"], "radiomics": {"label_names": ["B"]}}, ["A"])
+    with pytest.raises(ValueError, match="labels-column"):
+        recipe.with_data_label_names({"heads": ["radiomics"]}, None)
