@@ -67,24 +67,39 @@ class VLPModel(VLPPreTrainedModel):
         self.image_tower.set_grad_checkpointing(False)
         self.text_tower.set_grad_checkpointing(False)
 
-    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ImageFeatures]:
-        features = self.image_tower(pixel_values)
-        return F.normalize(self.image_projection(features.pooled), dim=-1), features
+    @property
+    def _lovt_global(self) -> bool:
+        return self.lovt is not None and self.lovt.config.global_from_pooling
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, TextFeatures]:
+    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ImageFeatures]:
+        """The global embedding and the tower's features. With the LoVT head (`global_from_pooling`), the global
+        feature is the head's attention pooling of the regions, as in LoVT; else the tower's pooled output."""
+        features = self.image_tower(pixel_values)
+        pooled = self.lovt.pool_regions(features.regions) if self._lovt_global else features.pooled
+        return F.normalize(self.image_projection(pooled), dim=-1), features
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    sentence_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, TextFeatures]:
+        """The global embedding and the tower's features (LoVT: attention pooling of the sentences)."""
         features = self.text_tower(input_ids, attention_mask)
-        return F.normalize(self.text_projection(features.pooled), dim=-1), features
+        pooled = features.pooled
+        if self._lovt_global:
+            from .heads.lovt import single_sentence_ids
+            ids = single_sentence_ids(attention_mask) if sentence_ids is None else sentence_ids
+            pooled = self.lovt.pool_report(features.tokens, ids.masked_fill(attention_mask == 0, -1))
+        return F.normalize(self.text_projection(pooled), dim=-1), features
 
     def get_image_features(self, pixel_values: torch.Tensor, **_) -> torch.Tensor:
         """L2-normalised image embeddings `(B, D)`."""
         return self.encode_image(pixel_values)[0]
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                          **_) -> torch.Tensor:
-        """L2-normalised report embeddings `(B, D)`."""
+                          sentence_ids: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """L2-normalised report embeddings `(B, D)`. `sentence_ids` matter only with LoVT's pooled globals
+        (without them each text is one sentence)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.encode_text(input_ids, attention_mask)[0]
+        return self.encode_text(input_ids, attention_mask, sentence_ids)[0]
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped at exp(`loss.logit_scale_max`) as CLIP does."""
@@ -118,7 +133,7 @@ class VLPModel(VLPPreTrainedModel):
         if input_ids is not None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            out.text_embeds, text_features = self.encode_text(input_ids, attention_mask)
+            out.text_embeds, text_features = self.encode_text(input_ids, attention_mask, sentence_ids)
         scale = self.scale()
         if out.image_embeds is not None and out.text_embeds is not None:
             out.logits_per_text = scale * out.text_embeds @ out.image_embeds.T

@@ -33,6 +33,7 @@ from transformers.utils import ModelOutput
 from vlp.losses.local import grid_positions, local_intra_sample_contrastive_loss, spatial_positive_weights
 
 __all__ = ["LOSS_NAMES", "LoVTConfig", "LoVTHead", "LoVTOutput", "grid_positions", "pool_sentences",
+           "single_sentence_ids",
            "weighted_loss"]
 
 # The four unweighted local terms. LoVT's names: local_a_l2att, local_a_att2l, local_b_l2att, local_b_att2l
@@ -63,6 +64,9 @@ class LoVTConfig:
     spatial_lambda: float = 1.0  # regions: smooth_lambda
     spatial_smooth: bool = True  # regions: smooth_weights (False = LoVT's "no_spatial" ablation)
     element_weighting: Literal["attention", "uniform"] = "attention"  # l_weights from_aggregation / None
+    # global_from_local: the model's global image/report embeddings are the projected attention-pooled regions
+    # and sentences, so the global loss trains the pooling whose weights weight the local terms
+    global_from_pooling: bool = True
     weights: dict[str, float] = field(default_factory=lambda: {name: _LOVT_LOCAL_WEIGHT for name in LOSS_NAMES})
 
     def __post_init__(self):
@@ -209,6 +213,17 @@ class _LocalProjection(nn.Module):
         return self.fc2(hidden) * mask.unsqueeze(-1)
 
 
+def single_sentence_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence ids that make each text one sentence: 0 for its tokens, -1 for padding and for the first and last
+    token ([CLS]/[SEP]). For short texts given without sentence ids, such as zero-shot prompts."""
+    ids = torch.zeros_like(attention_mask, dtype=torch.long).masked_fill(attention_mask == 0, -1)
+    lengths = attention_mask.long().sum(-1)
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    ids[:, 0] = -1
+    ids[rows, (lengths - 1).clamp_min(0)] = -1
+    return ids
+
+
 class _AttentionPool(nn.Module):
     """LoVT's ``avgpool_attention``: multi-head attention whose single query is the mean of the valid elements.
 
@@ -290,6 +305,16 @@ class LoVTHead(nn.Module):
                                                     config.norm, config.projection_dropout)
         self.cross_attention = _SymmetricCrossAttention(config.proj_dim, config.norm,
                                                         config.attention_temperature, config.attention_dropout)
+
+    def pool_regions(self, region_features: torch.Tensor) -> torch.Tensor:
+        """LoVT's global image feature: the attention-pooled regions ``(B, region_dim)`` (all regions valid)."""
+        mask = torch.ones(region_features.shape[:2], dtype=torch.bool, device=region_features.device)
+        return self.region_pool(region_features, mask)[0]
+
+    def pool_report(self, token_features: torch.Tensor, sentence_ids: torch.Tensor) -> torch.Tensor:
+        """LoVT's global report feature: the attention-pooled sentences ``(B, token_dim)`` (0 for no sentence)."""
+        sentences, sentence_mask = pool_sentences(token_features, sentence_ids, self.config.sentence_pooling)
+        return self.sentence_pool(sentences, sentence_mask)[0]
 
     def weighted_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         """Weighted sum of the named terms with ``config.weights``."""
