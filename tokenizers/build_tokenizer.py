@@ -7,7 +7,9 @@ training so that it never becomes a token. The result loads offline with
 `transformers.AutoTokenizer.from_pretrained("tokenizers/radiology-wordpiece")` (or `BertTokenizerFast`)
 and is what the "tiny" preset's random-init BERT uses (`bundled:radiology-wordpiece`).
 
-Rebuild (deterministic: the same data gives the same files)::
+Rebuild (the same data gives the same vocabulary up to a few rare sub-word pieces: the `tokenizers` WordPiece
+trainer breaks ties between equally frequent merges in hash order; three rebuilds differed from the bundled
+files in 11-21 of 4,094 entries, e.g. `##bl`/`##bladder`)::
 
     .venv/bin/python tokenizers/build_tokenizer.py                      # defaults below
     .venv/bin/python tokenizers/build_tokenizer.py --data PATH --out DIR --vocab-size 4096
