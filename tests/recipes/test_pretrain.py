@@ -156,3 +156,38 @@ def test_radiomics_head_takes_its_findings_from_the_data():
         recipe.with_data_label_names({"heads": ["radiomics"], "radiomics": {"label_names": ["B"]}}, ["A"])
     with pytest.raises(ValueError, match="labels-column"):
         recipe.with_data_label_names({"heads": ["radiomics"]}, None)
+
+
+def _covid_manifest_with_bad_rows(shared_data: Path, tmp_path: Path) -> Path:
+    """24 real COVID-19 collection rows (X-rays with clinical notes), then a missing file and an empty report."""
+    import json
+
+    source = shared_data / "covid_cxr_text" / "manifest.jsonl"
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    rows = [r for r in rows if (r.get("clinical_notes") or "").strip()][:24]
+    for row in rows:
+        row["image_path"] = str((source.parent / row["image_path"]).resolve())
+    rows.append({**rows[0], "image_path": str(tmp_path / "gone.png")})
+    rows.append({**rows[1], "clinical_notes": "   "})
+    manifest = tmp_path / "covid.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def test_trains_on_real_images_and_counts_the_bad_rows(demo_config, shared_data, tmp_path):
+    manifest = _covid_manifest_with_bad_rows(shared_data, tmp_path)
+    flags = ("--train-data", str(manifest), "--image-column", "image_path", "--text-column", "clinical_notes",
+             "--max-steps", "3", "--batch-size", "8")
+    result = _launch(demo_config, tmp_path / "covid", *flags)
+    log = result.stdout + result.stderr
+    assert "on 26 rows" in log
+    assert "gone.png" in log and "skipped row 24" in log and "skipped row 25" in log
+    assert "2 rows skipped" in log  # the epoch's count
+    assert (tmp_path / "covid" / "final" / "model.safetensors").is_file()
+
+    strict = subprocess.run(_command(demo_config, tmp_path / "strict", *flags, "--strict"), env=_env(), cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert strict.returncode != 0
+    assert "BadSampleError" in strict.stderr and "gone.png" in strict.stderr and "row 24" in strict.stderr
