@@ -191,3 +191,18 @@ def test_trains_on_real_images_and_counts_the_bad_rows(demo_config, shared_data,
                             capture_output=True, text=True, timeout=600)
     assert strict.returncode != 0
     assert "BadSampleError" in strict.stderr and "gone.png" in strict.stderr and "row 24" in strict.stderr
+
+
+def test_streams_a_manifest_on_two_processes(demo_config, tmp_path):
+    """`--streaming`: each process reads its share of the rows; both stop together at the epoch's end."""
+    from vlp.data.demo import generate_demo_dataset
+
+    data = yaml.safe_load(demo_config.read_text())["data"]
+    manifest = generate_demo_dataset(data["demo_dir"], n_train=data["demo_train"], n_test=data["demo_test"], seed=0)
+    result = _launch(demo_config, tmp_path / "stream", "--train-data", str(manifest), "--streaming",
+                     "--max-steps", "8", "--batch-size", "4", processes=2)
+    log = result.stdout + result.stderr
+    assert "on streamed rows" in log and "x 2 processes" in log
+    # 56 rows (48 train + 8 test, no split filter) dealt to 2 processes: 28 each, 7 batches of 4 per epoch
+    assert "epoch 0 done" in log
+    assert [step for step, _ in _scalars(tmp_path / "stream")["train/loss"]] == list(range(1, 9))
