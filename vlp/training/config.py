@@ -45,10 +45,10 @@ class DataSection:
 class TrainSection:
     batch_size: int = 32  # per process, per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step; all of them serve as negatives (feature caching)
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
-    max_steps: int = 400
+    max_steps: int = 300
     max_grad_norm: float | None = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     grad_checkpointing: bool = False
