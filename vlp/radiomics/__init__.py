@@ -3,7 +3,7 @@
     from vlp.radiomics import RadiomicsExtractor
     feats = RadiomicsExtractor("torch")(images, masks)   # (B, H, W) x2 -> (B, F)
 
-See docs/radiomics.md for the feature list, parity with PyRadiomics and speed.
+See docs/radiomics_engine.md for the settings, the parity with PyRadiomics, the CLI and the speed.
 """
 from .extractor import (
     ALL_FEATURE_CLASSES,

@@ -47,7 +47,12 @@ class RadiomicsSettings:
     voxel_array_shift: intensity shift of Energy, TotalEnergy and RootMeanSquared [voxelArrayShift].
     dtype: dtype of the returned features (computation is float64 in both backends).
     device: torch backend: device to compute on; None uses the images' device (CPU for numpy input).
-    max_pixels: torch backend: canvas pixels packed at once (bounds memory; larger batches run in chunks).
+    max_pixels: torch backend: canvas pixels packed at once (larger batches run in chunks: bounds memory and
+        keeps the canvas in cache; a GPU may prefer more).
+    num_threads: torch backend on CPU: torch threads during the extraction (restored afterwards); None leaves
+        torch's setting. 1 by default: most of the CPU work is numpy, single-threaded anyway, and on a machine
+        whose cores are busy with other jobs two threads made it about 20x slower (OpenMP threads waiting on
+        each other; docs/radiomics_engine.md).
     num_workers: pyradiomics backend: processes in its pool; 0 or 1 runs in this process.
     cache_size: pyradiomics backend: regions kept in its content cache; 0 disables it.
     """
@@ -60,7 +65,8 @@ class RadiomicsSettings:
     voxel_array_shift: float = 0.0
     dtype: torch.dtype = torch.float32
     device: str | None = None
-    max_pixels: int = 8_000_000
+    max_pixels: int = 2_000_000
+    num_threads: int | None = 1
     num_workers: int = 0
     cache_size: int = 4096
 
@@ -76,6 +82,8 @@ class RadiomicsSettings:
             raise ValueError(f"bin_width must be positive, got {self.bin_width}")
         if self.bin_count is not None and int(self.bin_count) < 1:
             raise ValueError(f"bin_count must be at least 1, got {self.bin_count}")
+        if self.num_threads is not None and int(self.num_threads) < 1:
+            raise ValueError(f"num_threads must be at least 1 (or None), got {self.num_threads}")
 
 
 def box_mask(x: float, y: float, w: float, h: float, height: int, width: int) -> np.ndarray:
@@ -196,14 +204,21 @@ class RadiomicsExtractor:
         out_device = img.device if isinstance(images, Tensor) else torch.device("cpu")
         if s.backend is RadiomicsBackend.TORCH:
             dev = torch.device(s.device) if s.device is not None else out_device
-            img = img.to(dev)
-            msk = msk.to(dev)
-            msk = msk if msk.dtype == torch.bool else msk != 0
-            boxes = self.check(img, msk)
-            feats = torch_backend.extract(
-                img, msk, boxes, s.feature_classes, s.bin_width, s.bin_count, s.gldm_alpha, s.voxel_array_shift, s.max_pixels
-            )
-            return feats.to(out_device, s.dtype)
+            previous = torch.get_num_threads()
+            switch = dev.type == "cpu" and s.num_threads is not None and s.num_threads != previous
+            if switch:
+                torch.set_num_threads(int(s.num_threads))
+            try:
+                img = img.to(dev)
+                msk = msk.to(dev)
+                msk = msk if msk.dtype == torch.bool else msk != 0
+                boxes = self.check(img, msk)
+                feats = torch_backend.extract(img, msk, boxes, s.feature_classes, s.bin_width, s.bin_count,
+                                              s.gldm_alpha, s.voxel_array_shift, s.max_pixels)
+                return feats.to(out_device, s.dtype)
+            finally:
+                if switch:
+                    torch.set_num_threads(previous)
         msk = msk if msk.dtype == torch.bool else msk != 0
         self.check(img, msk)
         assert self._pyradiomics is not None

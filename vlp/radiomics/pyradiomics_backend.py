@@ -5,6 +5,8 @@ image with ``force2D=True`` (PyRadiomics 3.0.1 mishandles plain 2D images in its
 default settings unless configured: bin width 25, distance 1, symmetric GLCM, no resampling, no
 normalisation, pixel spacing 1. Only the requested classes are enabled; PyRadiomics then computes their
 non-deprecated features. Its logger is set to ERROR, so no "GLCM is symmetrical" warning is printed.
+The region is padded with one background pixel, so a mask covering the whole image works (PyRadiomics
+itself refuses a mask without background).
 
 Results are cached by the content of image and mask (a BLAKE2 hash of their bytes and shapes), so a region
 seen again (the same crop in a later epoch, say) costs a dictionary lookup. With ``num_workers > 1`` the
@@ -76,8 +78,11 @@ def extract_one(image: np.ndarray, mask: np.ndarray, params: dict, names: list[s
     import SimpleITK as sitk
 
     ext = _extractor(params)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float64)[None])
-    msk = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8)[None])
+    # One background pixel around the image: PyRadiomics refuses a mask without any background pixel ("No
+    # labels found"), although a region covering the whole image is valid. It crops to the mask's bounding
+    # box and only counts ROI pixels, so the padding changes no feature.
+    img = sitk.GetImageFromArray(np.pad(np.asarray(image, dtype=np.float64), 1)[None])
+    msk = sitk.GetImageFromArray(np.pad(np.asarray(mask != 0, dtype=np.uint8), 1)[None])
     result = ext.execute(img, msk)
     return np.array([float(result[n]) for n in names], dtype=np.float64)
 

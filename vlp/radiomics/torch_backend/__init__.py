@@ -72,25 +72,55 @@ def extract(
     bin_count: int | None = None,
     gldm_alpha: float = 0,
     voxel_array_shift: float = 0.0,
-    max_pixels: int = 8_000_000,
+    max_pixels: int = 2_000_000,
     vectorised: bool | None = None,
     zone_method: str | None = None,
 ) -> Tensor:
     """(B, F) float64 features of a validated batch.
 
     images (B, H, W) real dtype, masks (B, H, W) bool, boxes (B, 4) (r0, r1, c0, c1) inclusive bounds of
-    each non-empty, two-dimensional mask. `vectorised` and `zone_method` choose the CPU or GPU code paths
-    (None: by device); both give the same features.
+    each non-empty, two-dimensional mask. Regions are packed in chunks of at most `max_pixels` canvas pixels,
+    and of at most MAX_MATRIX_CELLS texture-matrix cells when they have many gray levels. `vectorised` and
+    `zone_method` choose the CPU or GPU code paths (None: by device); both give the same features.
     """
     b = masks.shape[0]
     n_features = sum(len(FEATURE_CLASSES[c].FEATURE_NAMES) for c in feature_classes)
     out = torch.empty(b, n_features, dtype=torch.float64, device=images.device)
     areas = (boxes[:, 1] - boxes[:, 0] + 2) * (boxes[:, 3] - boxes[:, 2] + 2)
-    for idx in _chunks(areas, max_pixels):
-        sel = slice(int(idx[0]), int(idx[-1]) + 1)
-        canvas = prepare_canvas(images[sel], masks[sel], boxes[sel], bin_width, bin_count, vectorised)
+
+    def run(lo: int, hi: int, canvas: Canvas | None = None) -> None:
+        sel = slice(lo, hi)
+        if canvas is None:
+            canvas = prepare_canvas(images[sel], masks[sel], boxes[sel], bin_width, bin_count, vectorised)
         out[sel] = compute_canvas(canvas, feature_classes, gldm_alpha, voxel_array_shift, zone_method)
+
+    for idx in _chunks(areas, max_pixels):
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        canvas = prepare_canvas(images[lo:hi], masks[lo:hi], boxes[lo:hi], bin_width, bin_count, vectorised)
+        if canvas.n_regions == 1 or canvas.n_regions * 4 * canvas.n_bins**2 <= MAX_MATRIX_CELLS:
+            run(lo, hi, canvas)
+            continue
+        # Many gray levels (16-bit data, a small bin width): the dense (regions, 4, Ng, Ng) GLCM and the NGTDM
+        # matrices of the chunk would be too large; re-pack it in runs of regions that keep them bounded.
+        for start, stop in _level_chunks(canvas.max_level.cpu().numpy()):
+            run(lo + start, lo + stop)
     return out
+
+
+MAX_MATRIX_CELLS = 2**21  # bound on regions * 4 * (Ng + 1)^2 per canvas (16 MB per float64 GLCM-sized tensor)
+
+
+def _level_chunks(max_level: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive runs of regions whose regions * 4 * (largest Ng + 1)^2 stays under MAX_MATRIX_CELLS."""
+    chunks, start, top = [], 0, 0.0
+    for k, ng in enumerate(max_level.tolist()):
+        top_k = max(top, ng)
+        if k > start and (k - start + 1) * 4 * (top_k + 1) ** 2 > MAX_MATRIX_CELLS:
+            chunks.append((start, k))
+            start, top_k = k, ng
+        top = top_k
+    chunks.append((start, len(max_level)))
+    return chunks
 
 
 __all__ = ["FEATURE_CLASSES", "Canvas", "compute_canvas", "extract", "feature_names", "prepare_canvas", "region_boxes"]

@@ -108,7 +108,10 @@ class Canvas:
 
     @property
     def mask(self) -> Tensor:
-        return self.levels > 0
+        """(H, W) bool: the pixels of any region (cached)."""
+        if "mask" not in self.cache:
+            self.cache["mask"] = as_tensor(fast_view(self.levels) > 0)
+        return self.cache["mask"]
 
 
 def index_dtype(n: int) -> torch.dtype:

@@ -2,10 +2,10 @@
 
 A run is a maximal line of consecutive ROI pixels with the same gray level along one of the four 2D
 angles; a background pixel ends a run. The canvas keys (region, level) are laid out once per angle so
-that consecutive elements are consecutive pixels of a line (transposed for columns, sheared shelf by
-shelf for the two diagonals); a run starts where the key changes to a region's key and ends where it
-changes away. One bincount fills the matrices of all regions and angles; the features are sums over
-the non-empty cells, so no dense (Ng x Nr) matrix is processed.
+that consecutive elements are consecutive pixels of a line (the canvas itself for rows, transposed for
+columns, sheared shelf by shelf for the two diagonals); a run starts where the key changes to a region's
+key and ends where it changes away. One bincount fills the matrices of all regions and angles; the
+features are sums over the non-empty cells, so no dense (Ng x Nr) matrix is processed.
 
 As PyRadiomics (``cmatrices.calculate_glrlm``): an angle along which no line holds more than one ROI
 pixel is emptied, empty angles are dropped, and every feature is a nanmean over the remaining angles.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .discretisation import Canvas, entropy_terms, fast_view, flat_nonzero, masked_mean
+from .discretisation import Canvas, as_tensor, entropy_terms, fast_view, flat_nonzero, masked_mean
 from .glcm import pair_counts
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -40,56 +40,59 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def line_layouts(key: Tensor, shelves: list[tuple[int, int]]) -> tuple[Tensor, list[int]]:
-    """The canvas keys laid out once per 2D angle (FORWARD_4 order) in one flat tensor, consecutive
-    elements being consecutive pixels of one line of the angle; with each angle's start offset.
+def _diagonal_lines(key: Tensor, shelves: list[tuple[int, int]], mirror: bool) -> Tensor:
+    """The canvas keys along one diagonal, line after line, in one flat tensor.
 
-    Rows and columns are the canvas and its transpose. The diagonals are laid out shelf by shelf (a
-    shelf's last row is background, so no run crosses shelves): a shelf of h rows is copied into an
-    (h, W + h) zero buffer and re-read with a row stride of W + h - 1, which shifts row y by y, so line c
-    of direction (1, -1) holds shelf[y, c - y] (no index tensor); direction (1, 1) is the same on the
-    mirrored shelf. Every line ends with background, so a run never continues into the next line.
+    Shelf by shelf (a shelf's last row is background, so no run crosses shelves): a shelf of h rows is copied into
+    an (h, W + h) zero buffer and re-read with a row stride of W + h - 1, which shifts row y by y, so line c of
+    direction (1, -1) holds shelf[y, c - y] (no index tensor); direction (1, 1) is the same on the mirrored shelf.
+    Every line ends with background, so a run never continues into the next line.
     """
-    h_all, w = key.shape
-    diag = sum((w + h - 1) * h for _, h in shelves)
-    sizes = [diag, h_all * w, diag, h_all * w]
-    offsets = [0, sizes[0], sizes[0] + sizes[1], sizes[0] + sizes[1] + sizes[2]]
-    flat = torch.empty(sum(sizes), dtype=key.dtype, device=key.device)
-    flat[offsets[1] : offsets[2]].view(w, h_all).copy_(key.t())  # (1, 0): columns
-    flat[offsets[3] :].copy_(key.reshape(-1))  # (0, 1): rows
-    for angle, mirror in ((0, True), (2, False)):
-        pos = offsets[angle]
-        for y, h in shelves:
-            band = key[y : y + h]
-            buf = torch.zeros(h, w + h, dtype=key.dtype, device=key.device)
-            buf[:, :w] = band.flip(1) if mirror else band
-            lines = buf.as_strided((h, w + h - 1), (w + h - 1, 1)).t()
-            flat[pos : pos + lines.numel()].view(w + h - 1, h).copy_(lines)
-            pos += lines.numel()
-    return flat, offsets
+    w = key.shape[1]
+    parts = []
+    for y, h in shelves:
+        band = key[y : y + h]
+        buf = torch.zeros(h, w + h, dtype=key.dtype, device=key.device)
+        buf[:, :w] = band.flip(1) if mirror else band
+        parts.append(buf.as_strided((h, w + h - 1), (w + h - 1, 1)).t().reshape(-1))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def line_layouts(key: Tensor, shelves: list[tuple[int, int]]) -> list[Tensor]:
+    """The canvas keys laid out once per 2D angle (FORWARD_4 order), each a flat tensor in which consecutive
+    elements are consecutive pixels of one line of the angle, starting and ending with background.
+
+    Rows need no copy (every canvas row ends with a background column); columns are the transposed canvas; the
+    diagonals are sheared shelf by shelf (`_diagonal_lines`).
+    """
+    return [_diagonal_lines(key, shelves, mirror=True), key.t().contiguous().reshape(-1),
+            _diagonal_lines(key, shelves, mirror=False), key.reshape(-1)]
+
+
+def _runs(line: Tensor) -> tuple[Tensor, Tensor]:
+    """(key, length) of every run of a flat line layout (int64 tensors), in order.
+
+    A run starts after element i where the key changes to a nonzero one and ends at element i where it changes
+    away from a nonzero one; the layout starts and ends with background, so the k-th start pairs with the k-th end.
+    """
+    flat = fast_view(line)  # numpy on CPU: its comparisons and nonzero are several times faster there
+    change = flat[1:] != flat[:-1]
+    starts = flat_nonzero(change & (flat[1:] > 0))
+    ends = flat_nonzero(change & (flat[:-1] > 0))
+    return as_tensor(flat[fast_view(starts + 1)]).long(), ends - starts
 
 
 def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
     """The non-empty cells of all run-length matrices: (region, angle, level, length, count), each (C,),
-    and Nr.
+    and Nr (the longest run).
 
-    A run of a region's level starts where the key (region, level) changes to a nonzero value and ends
-    where it changes away; the k-th start pairs with the k-th end. One bincount over
-    (key, angle, length) gives the matrices of all regions and angles at once.
+    One bincount over (key, angle, length) gives the matrices of all regions and angles at once.
     """
     k = canvas.n_bins
-    layout, offsets = line_layouts(canvas.key, canvas.shelves)
-    flat = fast_view(layout)  # numpy on CPU
-    change = flat[1:] != flat[:-1]
-    inside = flat > 0
-    start = flat_nonzero(change & inside[1:]) + 1  # element 0 is background
-    length = flat_nonzero(change & inside[:-1]) - start + 1
-    key = layout[start].long()
-    per_angle = torch.diff(torch.searchsorted(start, torch.tensor(offsets[1:] + [layout.numel()], device=start.device)), prepend=start.new_zeros(1))
-    nr = int(length.max().item())
-    angle_term = torch.repeat_interleave(torch.arange(4, device=start.device) * nr, per_angle)
-    n_bins = (canvas.n_regions + 1) * k * 4 * nr
-    counts = torch.bincount(key * (4 * nr) + angle_term + (length - 1), minlength=n_bins)
+    runs = [_runs(line) for line in line_layouts(canvas.key, canvas.shelves)]
+    nr = max(int(length.max().item()) for _, length in runs)
+    codes = torch.cat([key * (4 * nr) + (a * nr) + (length - 1) for a, (key, length) in enumerate(runs)])
+    counts = torch.bincount(codes, minlength=(canvas.n_regions + 1) * k * 4 * nr)
     cell = flat_nonzero(counts > 0)
     count = counts[cell]
     length = cell % nr + 1
@@ -127,15 +130,17 @@ def compute(canvas: Canvas) -> Tensor:
     reg, ang, lvl, ln, cnt = reg[keep], ang[keep], lvl[keep], ln[keep], cnt[keep].to(dt)
     ra = reg * 4 + ang
 
-    def per_angle(values: Tensor) -> Tensor:  # (R, 4) sums over cells
-        return torch.zeros(r * 4, dtype=dt, device=dev).index_add_(0, ra, values).view(r, 4)
-
-    i = lvl.to(dt)
+    i2 = lvl.to(dt) ** 2
     j = ln.to(dt)
-    n_runs = per_angle(cnt)
+    j2 = j**2
+    # every sum over cells at once: one index_add of the (C, 10) per-cell terms into (R * 4, 10)
+    terms = torch.stack([cnt, cnt * j, cnt * i2, cnt * j2, cnt * i2 * j2, cnt * j2 / i2, cnt / i2, cnt / j2,
+                         cnt * i2 / j2, cnt / (i2 * j2)], dim=1)
+    sums = torch.zeros(r * 4, terms.shape[1], dtype=dt, device=dev).index_add_(0, ra, terms).view(r, 4, -1)
+    n_runs, n_pix = sums[..., 0], sums[..., 1]
     valid = n_runs > 0
     nrs = torch.where(valid, n_runs, torch.ones_like(n_runs))
-    n_pix = per_angle(cnt * j)
+    emphasis = sums[..., 2:] / nrs[:, :, None]
     pr = torch.zeros(r * 4 * nr, dtype=dt, device=dev).index_add_(0, ra * nr + (ln - 1), cnt).view(r, 4, nr)
     pg = torch.zeros(r * 4 * ng, dtype=dt, device=dev).index_add_(0, ra * ng + (lvl - 1), cnt).view(r, 4, ng)
     iv = torch.arange(1, ng + 1, dtype=dt, device=dev)
@@ -145,23 +150,26 @@ def compute(canvas: Canvas) -> Tensor:
     pr_n = pr / nrs[:, :, None]
     u_j = (pr_n * jv).sum(2, keepdim=True)
     p_cell = cnt / nrs.flatten()[ra]
+    run_entropy = torch.zeros(r * 4, dtype=dt, device=dev).index_add_(0, ra, entropy_terms(p_cell)).view(r, 4)
+    gln = (pg**2).sum(2) / nrs
+    rln = (pr**2).sum(2) / nrs
 
     out = {
-        "GrayLevelNonUniformity": (pg**2).sum(2) / nrs,
-        "GrayLevelNonUniformityNormalized": (pg**2).sum(2) / nrs**2,
+        "GrayLevelNonUniformity": gln,
+        "GrayLevelNonUniformityNormalized": gln / nrs,
         "GrayLevelVariance": (pg_n * (iv - u_i) ** 2).sum(2),
-        "HighGrayLevelRunEmphasis": per_angle(cnt * i**2) / nrs,
-        "LongRunEmphasis": per_angle(cnt * j**2) / nrs,
-        "LongRunHighGrayLevelEmphasis": per_angle(cnt * i**2 * j**2) / nrs,
-        "LongRunLowGrayLevelEmphasis": per_angle(cnt * j**2 / i**2) / nrs,
-        "LowGrayLevelRunEmphasis": per_angle(cnt / i**2) / nrs,
-        "RunEntropy": per_angle(entropy_terms(p_cell)),
-        "RunLengthNonUniformity": (pr**2).sum(2) / nrs,
-        "RunLengthNonUniformityNormalized": (pr**2).sum(2) / nrs**2,
+        "HighGrayLevelRunEmphasis": emphasis[..., 0],
+        "LongRunEmphasis": emphasis[..., 1],
+        "LongRunHighGrayLevelEmphasis": emphasis[..., 2],
+        "LongRunLowGrayLevelEmphasis": emphasis[..., 3],
+        "LowGrayLevelRunEmphasis": emphasis[..., 4],
+        "RunEntropy": run_entropy,
+        "RunLengthNonUniformity": rln,
+        "RunLengthNonUniformityNormalized": rln / nrs,
         "RunPercentage": n_runs / torch.where(valid, n_pix, torch.ones_like(n_pix)),
         "RunVariance": (pr_n * (jv - u_j) ** 2).sum(2),
-        "ShortRunEmphasis": per_angle(cnt / j**2) / nrs,
-        "ShortRunHighGrayLevelEmphasis": per_angle(cnt * i**2 / j**2) / nrs,
-        "ShortRunLowGrayLevelEmphasis": per_angle(cnt / (i**2 * j**2)) / nrs,
+        "ShortRunEmphasis": emphasis[..., 5],
+        "ShortRunHighGrayLevelEmphasis": emphasis[..., 6],
+        "ShortRunLowGrayLevelEmphasis": emphasis[..., 7],
     }
     return torch.stack([masked_mean(out[k], valid) for k in FEATURE_NAMES], dim=1)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .discretisation import Canvas, flat_nonzero
+from .discretisation import Canvas, as_tensor, fast_view, flat_nonzero
 
 FEATURE_NAMES: tuple[str, ...] = (
     "Elongation",
@@ -54,11 +55,19 @@ _CASE_CORNERS = tuple(bin(c).count("1") for c in range(16))
 _CASE_AREA_CORRECTION = tuple(a - n / 4 for a, n in zip(_CASE_AREA, _CASE_CORNERS))
 
 
-def _positions(flags: Tensor) -> tuple[Tensor, Tensor]:
-    """(row, column) int64 of the True entries of a 2D bool tensor, in raster order."""
-    idx = flat_nonzero(flags.flatten())
+def _positions(flags):
+    """(row, column) int64 of the True entries of a 2D bool array (numpy or tensor, the result likewise), in raster
+    order."""
     w = flags.shape[1]
+    if isinstance(flags, np.ndarray):
+        idx = np.flatnonzero(flags)
+    else:
+        idx = torch.nonzero(flags.flatten()).flatten()
     return idx // w, idx % w
+
+
+def _maximum(a, b):
+    return np.maximum(a, b) if isinstance(a, np.ndarray) else torch.maximum(a, b)
 
 
 def _per_region(n: int, index: Tensor, values: Tensor) -> Tensor:
@@ -127,27 +136,30 @@ def compute(canvas: Canvas) -> Tensor:
     reg_map = canvas.region
     n = canvas.count
 
+    # Canvas-wide work in numpy on CPU (several times faster there than torch for these ops), torch elsewhere.
+    mv = fast_view(m)
+    mu = mv.view(np.uint8) if isinstance(mv, np.ndarray) else mv.to(torch.uint8)
+    reg = fast_view(reg_map)
     # marching squares: only boundary windows (not all-in, not all-out) contribute
-    mu = m.to(torch.uint8)
     case = mu[:-1, :-1] + 2 * mu[:-1, 1:] + 4 * mu[1:, 1:] + 8 * mu[1:, :-1]
     wy, wx = _positions((case != 0) & (case != 15))
-    wcase = case[wy, wx].long()
-    wreg = torch.maximum(
-        torch.maximum(reg_map[wy, wx], reg_map[wy, wx + 1]), torch.maximum(reg_map[wy + 1, wx], reg_map[wy + 1, wx + 1])
-    ).long()
+    wcase = as_tensor(case[wy, wx]).long()
+    wreg = _maximum(_maximum(reg[wy, wx], reg[wy, wx + 1]), _maximum(reg[wy + 1, wx], reg[wy + 1, wx + 1]))
+    wreg = as_tensor(wreg).long()
     perimeter = _per_region(r, wreg, torch.tensor(_CASE_PERIMETER, dtype=dt, device=dev)[wcase])
     surface = n + _per_region(r, wreg, torch.tensor(_CASE_AREA_CORRECTION, dtype=dt, device=dev)[wcase])
 
     # contour vertices: ROI/background edges between horizontal and vertical neighbours
-    hy, hx = _positions(m[:, :-1] != m[:, 1:])
-    hr = torch.maximum(reg_map[hy, hx], reg_map[hy, hx + 1]).long()
-    vy, vx = _positions(m[:-1, :] != m[1:, :])
-    vr = torch.maximum(reg_map[vy, vx], reg_map[vy + 1, vx]).long()
+    hy, hx = _positions(mv[:, :-1] != mv[:, 1:])
+    hr = _maximum(reg[hy, hx], reg[hy, hx + 1])
+    opens = as_tensor(mv[hy, hx + 1])
+    vy, vx = _positions(mv[:-1, :] != mv[1:, :])
+    vr = _maximum(reg[vy, vx], reg[vy + 1, vx])
+    hy, hx, hr, vy, vx, vr = (as_tensor(t).long() for t in (hy, hx, hr, vy, vx, vr))
     diameter = _max_diameter(canvas, hy, hx, hr, vy, vx, vr)
 
     # coordinate moments from the ROI runs of each row: a horizontal vertex whose right pixel is in the
     # ROI opens a run, one whose left pixel is in the ROI closes it; in raster order they alternate
-    opens = m[hy, hx + 1]
     a = hx[opens] + 1
     b = hx[~opens]
     ry = hy[opens]

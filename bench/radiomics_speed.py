@@ -1,0 +1,198 @@
+"""Speed of the radiomics engine: regions/s of the torch backend and of PyRadiomics on the same real regions.
+
+Regions: every expert box of ../shared/data/nih_bbox (NIH ChestX-ray14, 256 px PNGs, raw 8-bit values) as a mask,
+the full 2D feature set (102 features), PyRadiomics' default settings. For each batch size the torch backend runs
+over all regions for at least ``--min-seconds`` (best of the passes, after a warm-up pass); PyRadiomics (the
+``pyradiomics`` backend, cache off) runs once over the first ``--pyradiomics-regions`` of the same regions (it
+computes one region at a time, so its rate does not depend on the batch size). The ratio is torch / PyRadiomics.
+
+    .venv/bin/python bench/radiomics_speed.py                        # the documented CPU run (~2-3 min)
+    .venv/bin/python bench/radiomics_speed.py --device cuda --batch-sizes 1 32 128 512 702
+
+Prints a markdown table and writes it, with the machine, data, command and load, to
+docs/benchmarks/radiomics_speed.md (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vlp.radiomics import RadiomicsExtractor, box_mask  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("VLP_SHARED_DATA", REPO.parent / "shared" / "data")) / "nih_bbox"
+
+
+def load_regions(root: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw images (N, 256, 256) uint8 and box masks (N, 256, 256) bool: one region per expert box."""
+    if not (root / "manifest.jsonl").is_file():
+        sys.exit(f"radiomics_speed: {root}/manifest.jsonl not found; pass --data (the nih_bbox folder)")
+    images, masks = [], []
+    with open(root / "manifest.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            image = np.asarray(Image.open(root / row["image_path"]))
+            for b in row["boxes"]:
+                images.append(image)
+                masks.append(box_mask(b["x_resized"], b["y_resized"], b["w_resized"], b["h_resized"], *image.shape))
+            if limit is not None and len(images) >= limit:
+                break
+    return np.stack(images)[:limit], np.stack(masks)[:limit]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def torch_rate(images: torch.Tensor, masks: torch.Tensor, batch_size: int, min_seconds: float,
+               threads: int) -> tuple[float, float]:
+    """(regions per second, regions per CPU-second) of the torch backend over all regions in batches: the best
+    pass after a warm-up pass."""
+    ext = RadiomicsExtractor("torch", num_threads=threads)
+    n = images.shape[0]
+
+    def one_pass() -> tuple[float, float]:
+        _sync(images.device)
+        wall, cpu = _clock()
+        for i in range(0, n, batch_size):
+            ext(images[i : i + batch_size], masks[i : i + batch_size])
+        _sync(images.device)
+        wall2, cpu2 = _clock()
+        return wall2 - wall, cpu2 - cpu
+
+    one_pass()
+    best_wall, best_cpu, spent = float("inf"), float("inf"), 0.0
+    while spent < min_seconds or best_wall == float("inf"):
+        wall, cpu = one_pass()
+        best_wall, best_cpu, spent = min(best_wall, wall), min(best_cpu, cpu), spent + wall
+    return n / best_wall, n / best_cpu
+
+
+def pyradiomics_rate(images: np.ndarray, masks: np.ndarray, workers: int) -> tuple[float, float]:
+    """(regions per second, regions per CPU-second of this process) of PyRadiomics, one pass, cache off."""
+    ext = RadiomicsExtractor("pyradiomics", cache_size=0, num_workers=workers)
+    ext(images[:2], masks[:2])  # import and configure PyRadiomics outside the timing
+    wall, cpu = _clock()
+    ext(images, masks)
+    wall2, cpu2 = _clock()
+    ext.close()
+    return len(images) / (wall2 - wall), len(images) / (cpu2 - cpu)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
+    except OSError:
+        return "unavailable"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the nih_bbox folder")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N regions")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128, 512])
+    p.add_argument("--device", default="cpu", help="device of the torch backend (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch backend's CPU threads (its num_threads; default 1: one core, as PyRadiomics)")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="time spent per torch measurement")
+    p.add_argument("--pyradiomics-regions", type=int, default=200, help="regions PyRadiomics is timed on")
+    p.add_argument("--pyradiomics-workers", type=int, default=0, help="processes for PyRadiomics (0: serial)")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "radiomics_speed.md")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    load_before = load_average()
+    images_np, masks_np = load_regions(args.data, args.limit)
+    n = len(images_np)
+    pixels = masks_np.sum(axis=(1, 2))
+    print(f"{n} regions, {pixels.mean():.0f} pixels on average (min {pixels.min()}, max {pixels.max()})", flush=True)
+
+    n_ref = min(args.pyradiomics_regions, n)
+    t0 = time.perf_counter()
+    ref_rate, ref_cpu = pyradiomics_rate(images_np[:n_ref], masks_np[:n_ref], args.pyradiomics_workers)
+    print(f"pyradiomics: {ref_rate:.1f} regions/s, {ref_cpu:.1f} per CPU-s, on {n_ref} regions "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    images = torch.from_numpy(images_np).to(device)
+    masks = torch.from_numpy(masks_np).to(device)
+    rows = []
+    for bs in args.batch_sizes:
+        rate, cpu = torch_rate(images, masks, bs, args.min_seconds, args.threads)
+        rows.append((bs, rate, cpu))
+        print(f"torch batch {bs}: {rate:.0f} regions/s ({rate / ref_rate:.0f}x), {cpu:.0f} per CPU-s "
+              f"({cpu / ref_cpu:.0f}x)", flush=True)
+
+    given = argv if argv is not None else sys.argv[1:]
+    command = ("python bench/radiomics_speed.py " + shlex.join(given)).rstrip()
+    table = ["| batch size | torch (regions/s) | PyRadiomics (regions/s) | ratio | torch (regions/CPU-s) | "
+             "PyRadiomics (regions/CPU-s) | ratio per CPU-s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    table += [f"| {bs} | {rate:,.0f} | {ref_rate:.1f} | {rate / ref_rate:,.0f}x | {cpu:,.0f} | {ref_cpu:.1f} | "
+              f"{cpu / ref_cpu:,.0f}x |" for bs, rate, cpu in rows]
+    if device.type == "cuda":
+        device_text = torch.cuda.get_device_name(device)
+    else:
+        device_text = f"CPU, {args.threads} torch thread(s)"
+    import radiomics
+
+    text = "\n".join([
+        "# Radiomics engine speed: torch backend vs PyRadiomics",
+        "",
+        "Written by `bench/radiomics_speed.py`; see [../radiomics_engine.md](../radiomics_engine.md).",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine()}; torch backend on {device_text}; PyRadiomics serial"
+        + (f" ({args.pyradiomics_workers} processes)" if args.pyradiomics_workers > 1 else " (one process)"),
+        f"- Versions: torch {torch.__version__}, PyRadiomics {radiomics.__version__}, numpy {np.__version__}",
+        f"- Load average before / after: {load_before} / {load_average()} (the cores are shared with other jobs,"
+        " so rates are noisy)",
+        f"- Data: {n} regions, every expert box of `../shared/data/nih_bbox` (NIH ChestX-ray14, 256 px 8-bit PNGs) "
+        f"as a mask; {pixels.mean():.0f} pixels per region on average (min {pixels.min()}, max {pixels.max()}).",
+        "- Features: the full 2D set (102: firstorder, shape2D, glcm, glrlm, glszm, gldm, ngtdm), PyRadiomics' "
+        "defaults (bin width 25).",
+        f"- Torch: all {n} regions per pass in batches of the given size, best pass of at least {args.min_seconds:g} s "
+        f"after a warm-up pass; PyRadiomics: the first {n_ref} regions once, one at a time (its rate does not depend "
+        "on the batch size).",
+        "- regions/s is wall-clock time; regions/CPU-s divides by the CPU time of this process (all its threads; "
+        "PyRadiomics worker processes are not counted), which depends less on what else runs on the machine.",
+        "",
+        *table,
+        "",
+    ])
+    print("\n" + "\n".join(table))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
