@@ -136,6 +136,8 @@ def fast_view(t: Tensor) -> Tensor | np.ndarray:
 
     For code written with operators that both libraries share (==, !=, >, &, slicing, integer indexing).
     """
+    if isinstance(t, np.ndarray):
+        return t
     return t.numpy() if t.device.type == "cpu" else t
 
 

@@ -3,9 +3,11 @@
 A run is a maximal line of consecutive ROI pixels with the same gray level along one of the four 2D
 angles; a background pixel ends a run. The canvas keys (region, level) are laid out once per angle so
 that consecutive elements are consecutive pixels of a line (the canvas itself for rows, transposed for
-columns, sheared shelf by shelf for the two diagonals); a run starts where the key changes to a region's
-key and ends where it changes away. One bincount fills the matrices of all regions and angles; the
-features are sums over the non-empty cells, so no dense (Ng x Nr) matrix is processed.
+columns, sheared shelf by shelf for the two diagonals; numpy arrays on the CPU); one pass finds the change
+points of a layout, and a change point ends a run where the key before it is a region's and starts one where
+the key after it is. One bincount fills the matrices of all regions and angles; the features are sums over
+the non-empty cells, so no dense (Ng x Nr) matrix is processed. The row runs are cached on the canvas:
+GLSZM joins them into zones.
 
 As PyRadiomics (``cmatrices.calculate_glrlm``): an angle along which no line holds more than one ROI
 pixel is emptied, empty angles are dropped, and every feature is a nanmean over the remaining angles.
@@ -14,10 +16,11 @@ Reference: Galloway, "Texture analysis using gray level run lengths", CGIP 1975;
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .discretisation import Canvas, as_tensor, entropy_terms, fast_view, flat_nonzero, masked_mean
+from .discretisation import Canvas, entropy_terms, fast_view, flat_nonzero, masked_mean
 from .glcm import pair_counts
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -40,8 +43,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def _diagonal_lines(key: Tensor, shelves: list[tuple[int, int]], mirror: bool) -> Tensor:
-    """The canvas keys along one diagonal, line after line, in one flat tensor.
+def _diagonal_lines(key: Tensor, shelves: list[tuple[int, int]], mirror: bool) -> Tensor | np.ndarray:
+    """The canvas keys along one diagonal, line after line, in one flat tensor (a numpy array on the CPU).
 
     Shelf by shelf (a shelf's last row is background, so no run crosses shelves): a shelf of h rows is copied into
     an (h, W + h) zero buffer and re-read with a row stride of W + h - 1, which shifts row y by y, so line c of
@@ -49,6 +52,18 @@ def _diagonal_lines(key: Tensor, shelves: list[tuple[int, int]], mirror: bool) -
     Every line ends with background, so a run never continues into the next line.
     """
     w = key.shape[1]
+    if key.device.type == "cpu":  # numpy: its strided copies are several times faster than torch's
+        kn = key.numpy()
+        out = np.empty(sum(h * (w + h - 1) for _, h in shelves), dtype=kn.dtype)
+        pos = 0
+        for y, h in shelves:
+            buf = np.zeros((h, w + h), dtype=kn.dtype)
+            buf[:, :w] = kn[y : y + h, ::-1] if mirror else kn[y : y + h]
+            sheared = np.lib.stride_tricks.as_strided(buf, (h, w + h - 1), ((w + h - 1) * kn.itemsize, kn.itemsize))
+            n = h * (w + h - 1)
+            out[pos : pos + n].reshape(w + h - 1, h)[...] = sheared.T
+            pos += n
+        return out
     parts = []
     for y, h in shelves:
         band = key[y : y + h]
@@ -58,47 +73,73 @@ def _diagonal_lines(key: Tensor, shelves: list[tuple[int, int]], mirror: bool) -
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def line_layouts(key: Tensor, shelves: list[tuple[int, int]]) -> list[Tensor]:
-    """The canvas keys laid out once per 2D angle (FORWARD_4 order), each a flat tensor in which consecutive
-    elements are consecutive pixels of one line of the angle, starting and ending with background.
+def line_layouts(key: Tensor, shelves: list[tuple[int, int]]) -> list[Tensor | np.ndarray]:
+    """The canvas keys laid out once per 2D angle (FORWARD_4 order), each a flat tensor (numpy array on the CPU)
+    in which consecutive elements are consecutive pixels of one line of the angle, starting and ending with
+    background.
 
     Rows need no copy (every canvas row ends with a background column); columns are the transposed canvas; the
     diagonals are sheared shelf by shelf (`_diagonal_lines`).
     """
-    return [_diagonal_lines(key, shelves, mirror=True), key.t().contiguous().reshape(-1),
-            _diagonal_lines(key, shelves, mirror=False), key.reshape(-1)]
+    k = fast_view(key)
+    cols = np.ascontiguousarray(k.T).reshape(-1) if isinstance(k, np.ndarray) else key.t().contiguous().reshape(-1)
+    return [_diagonal_lines(key, shelves, mirror=True), cols, _diagonal_lines(key, shelves, mirror=False),
+            k.reshape(-1)]
 
 
-def _runs(line: Tensor) -> tuple[Tensor, Tensor]:
-    """(key, length) of every run of a flat line layout (int64 tensors), in order.
+def _runs(line: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(key, first, last) of every run of a flat line layout, in order: key int64, first and last the indices of
+    the run's first and last element.
 
-    A run starts after element i where the key changes to a nonzero one and ends at element i where it changes
-    away from a nonzero one; the layout starts and ends with background, so the k-th start pairs with the k-th end.
+    One pass finds every change point i (element i differs from i + 1); a change point is the end of a run where
+    element i is nonzero and the start of one after it where element i + 1 is nonzero (both between two adjacent
+    runs of different keys). Only the change points are gathered and split, so the layout is read twice in all.
+    The layout starts and ends with background, so the k-th start pairs with the k-th end.
     """
-    flat = fast_view(line)  # numpy on CPU: its comparisons and nonzero are several times faster there
-    change = flat[1:] != flat[:-1]
-    starts = flat_nonzero(change & (flat[1:] > 0))
-    ends = flat_nonzero(change & (flat[:-1] > 0))
-    return as_tensor(flat[fast_view(starts + 1)]).long(), ends - starts
+    flat = fast_view(line)  # numpy on CPU: its comparisons, nonzero and take are several times faster there
+    if isinstance(flat, np.ndarray):
+        ch = np.flatnonzero(flat[1:] != flat[:-1])
+        after = ch + 1
+        right = flat.take(after)
+        is_start = right > 0
+        return (torch.from_numpy(right[is_start].astype(np.int64)), torch.from_numpy(after[is_start]),
+                torch.from_numpy(ch[flat.take(ch) > 0]))
+    ch = flat_nonzero(flat[1:] != flat[:-1])
+    right = flat[ch + 1]
+    is_start = right > 0
+    return right[is_start].long(), ch[is_start] + 1, ch[flat[ch] > 0]
 
 
-def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
-    """The non-empty cells of all run-length matrices: (region, angle, level, length, count), each (C,),
+def row_runs(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
+    """(key, first, last) of the runs along the canvas rows (flat pixel indices; cached: GLSZM joins them into
+    zones)."""
+    if "row_runs" not in canvas.cache:
+        canvas.cache["row_runs"] = _runs(canvas.key.reshape(-1))
+    return canvas.cache["row_runs"]
+
+
+def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """The non-empty cells of all run-length matrices: (region * 4 + angle, level, length, count), each (C,),
     and Nr (the longest run).
 
-    One bincount over (key, angle, length) gives the matrices of all regions and angles at once.
+    One bincount over the codes (key, angle, length) of every run gives the matrices of all regions and angles
+    at once (in numpy on the CPU, where its integer arithmetic is several times faster).
     """
     k = canvas.n_bins
-    runs = [_runs(line) for line in line_layouts(canvas.key, canvas.shelves)]
-    nr = max(int(length.max().item()) for _, length in runs)
-    codes = torch.cat([key * (4 * nr) + (a * nr) + (length - 1) for a, (key, length) in enumerate(runs)])
-    counts = torch.bincount(codes, minlength=(canvas.n_regions + 1) * k * 4 * nr)
-    cell = flat_nonzero(counts > 0)
+    layouts = line_layouts(canvas.key, canvas.shelves)
+    runs = [_runs(line) for line in layouts[:3]] + [row_runs(canvas)]
+    runs = [(fast_view(key), fast_view(last) - fast_view(first)) for key, first, last in runs]  # length - 1
+    nr = max(int(length.max()) for _, length in runs) + 1
+    codes = [key * (4 * nr) + (a * nr) + length for a, (key, length) in enumerate(runs)]
+    n_codes = (canvas.n_regions + 1) * k * 4 * nr
+    if isinstance(codes[0], Tensor):
+        counts = torch.bincount(torch.cat(codes), minlength=n_codes)
+    else:
+        counts = torch.from_numpy(np.bincount(np.concatenate(codes), minlength=n_codes))
+    cell = flat_nonzero(fast_view(counts) > 0).to(counts.device)
     count = counts[cell]
-    length = cell % nr + 1
-    angle = (cell // nr) % 4
     key = cell // (4 * nr)
-    return key // k - 1, angle, key % k, length, count, nr
+    return (key // k - 1) * 4 + (cell // nr) % 4, key % k, cell % nr + 1, count, nr
 
 
 def _multi_element(canvas: Canvas) -> Tensor:
@@ -119,38 +160,37 @@ def compute(canvas: Canvas) -> Tensor:
     """(R, 16) GLRLM features in FEATURE_NAMES order, from the non-empty matrix cells.
 
     Per (region, angle): Nr runs, pr(j) runs of length j, pg(i) runs of level i; the joint emphases and
-    the entropy are sums over the cells. Angles of a region without a multi-pixel line are dropped.
+    the entropy are sums over the cells (a few weighted bincounts). Angles of a region without a
+    multi-pixel line are dropped (the nanmean skips them).
     """
     r = canvas.n_regions
     ng = canvas.n_levels
     dt = torch.float64
     dev = canvas.levels.device
-    reg, ang, lvl, ln, cnt, nr = run_cells(canvas)
-    keep = _multi_element(canvas)[reg, ang]
-    reg, ang, lvl, ln, cnt = reg[keep], ang[keep], lvl[keep], ln[keep], cnt[keep].to(dt)
-    ra = reg * 4 + ang
-
-    i2 = lvl.to(dt) ** 2
+    ra, lvl, ln, cnt, nr = run_cells(canvas)
+    cnt = cnt.to(dt)
     j = ln.to(dt)
     j2 = j**2
-    # every sum over cells at once: one index_add of the (C, 10) per-cell terms into (R * 4, 10)
-    terms = torch.stack([cnt, cnt * j, cnt * i2, cnt * j2, cnt * i2 * j2, cnt * j2 / i2, cnt / i2, cnt / j2,
-                         cnt * i2 / j2, cnt / (i2 * j2)], dim=1)
-    sums = torch.zeros(r * 4, terms.shape[1], dtype=dt, device=dev).index_add_(0, ra, terms).view(r, 4, -1)
-    n_runs, n_pix = sums[..., 0], sums[..., 1]
-    valid = n_runs > 0
-    nrs = torch.where(valid, n_runs, torch.ones_like(n_runs))
-    emphasis = sums[..., 2:] / nrs[:, :, None]
-    pr = torch.zeros(r * 4 * nr, dtype=dt, device=dev).index_add_(0, ra * nr + (ln - 1), cnt).view(r, 4, nr)
-    pg = torch.zeros(r * 4 * ng, dtype=dt, device=dev).index_add_(0, ra * ng + (lvl - 1), cnt).view(r, 4, ng)
+    # every emphasis is a sum of count * g(j) * f(i): one weighted bincount per g over (region, angle, level)
+    # (g = 1 gives pg), then a product with the f columns
+    cell_rag = ra * ng + (lvl - 1)
+    by_level = torch.stack([torch.bincount(cell_rag, weights=w, minlength=r * 4 * ng)
+                            for w in (cnt, cnt * j, cnt * j2, cnt / j2)]).view(4, r, 4, ng)
     iv = torch.arange(1, ng + 1, dtype=dt, device=dev)
+    i2 = iv**2
+    sums = by_level @ torch.stack([torch.ones_like(iv), i2, 1 / i2], dim=1)  # (4 g, R, 4, 3 f)
+    n_runs, n_pix = sums[0, :, :, 0], sums[1, :, :, 0]
+    valid = (n_runs > 0) & _multi_element(canvas)
+    nrs = torch.where(n_runs > 0, n_runs, torch.ones_like(n_runs))
+    emphasis = sums / nrs[:, :, None]
+    pg = by_level[0]  # (R, 4, Ng)
+    pr = torch.bincount(ra * nr + (ln - 1), weights=cnt, minlength=r * 4 * nr).view(r, 4, nr)
     jv = torch.arange(1, nr + 1, dtype=dt, device=dev)
     pg_n = pg / nrs[:, :, None]
     u_i = (pg_n * iv).sum(2, keepdim=True)
     pr_n = pr / nrs[:, :, None]
     u_j = (pr_n * jv).sum(2, keepdim=True)
-    p_cell = cnt / nrs.flatten()[ra]
-    run_entropy = torch.zeros(r * 4, dtype=dt, device=dev).index_add_(0, ra, entropy_terms(p_cell)).view(r, 4)
+    run_entropy = torch.bincount(ra, weights=entropy_terms(cnt / nrs.flatten()[ra]), minlength=r * 4).view(r, 4)
     gln = (pg**2).sum(2) / nrs
     rln = (pr**2).sum(2) / nrs
 
@@ -158,18 +198,18 @@ def compute(canvas: Canvas) -> Tensor:
         "GrayLevelNonUniformity": gln,
         "GrayLevelNonUniformityNormalized": gln / nrs,
         "GrayLevelVariance": (pg_n * (iv - u_i) ** 2).sum(2),
-        "HighGrayLevelRunEmphasis": emphasis[..., 0],
-        "LongRunEmphasis": emphasis[..., 1],
-        "LongRunHighGrayLevelEmphasis": emphasis[..., 2],
-        "LongRunLowGrayLevelEmphasis": emphasis[..., 3],
-        "LowGrayLevelRunEmphasis": emphasis[..., 4],
+        "HighGrayLevelRunEmphasis": emphasis[0, :, :, 1],
+        "LongRunEmphasis": emphasis[2, :, :, 0],
+        "LongRunHighGrayLevelEmphasis": emphasis[2, :, :, 1],
+        "LongRunLowGrayLevelEmphasis": emphasis[2, :, :, 2],
+        "LowGrayLevelRunEmphasis": emphasis[0, :, :, 2],
         "RunEntropy": run_entropy,
         "RunLengthNonUniformity": rln,
         "RunLengthNonUniformityNormalized": rln / nrs,
-        "RunPercentage": n_runs / torch.where(valid, n_pix, torch.ones_like(n_pix)),
+        "RunPercentage": n_runs / torch.where(n_runs > 0, n_pix, torch.ones_like(n_pix)),
         "RunVariance": (pr_n * (jv - u_j) ** 2).sum(2),
-        "ShortRunEmphasis": emphasis[..., 5],
-        "ShortRunHighGrayLevelEmphasis": emphasis[..., 6],
-        "ShortRunLowGrayLevelEmphasis": emphasis[..., 7],
+        "ShortRunEmphasis": emphasis[3, :, :, 0],
+        "ShortRunHighGrayLevelEmphasis": emphasis[3, :, :, 1],
+        "ShortRunLowGrayLevelEmphasis": emphasis[3, :, :, 2],
     }
     return torch.stack([masked_mean(out[k], valid) for k in FEATURE_NAMES], dim=1)

@@ -1,9 +1,11 @@
 """Gray Level Size Zone Matrix features, batched (PyRadiomics ``glszm``, 16 features).
 
 A zone is a connected set of ROI pixels with the same gray level; in 2D PyRadiomics connects a pixel to
-its 8 neighbours (all four angles, both directions). Zones are labelled for the whole batch at once:
-on CPU by scikit-image's union-find labelling of the canvas (one C pass), on GPU by a batched
-union-find made of torch ops (hooking and pointer jumping, see `zone_ids_propagate`).
+its 8 neighbours (all four angles, both directions). Zones are found for the whole batch at once: on the
+CPU by joining the canvas' row runs (GLRLM's) into connected components with scipy (`zones_from_runs`: a
+smooth image has far fewer runs than pixels), on the GPU by a batched union-find made of torch ops (hooking
+and pointer jumping, see `zone_ids_propagate`); scikit-image's pixel labelling (`zone_ids_cpu`) is kept as
+a CPU alternative (``method="label"``).
 
 Features are sums over zones (size s, gray level g) and over the zone-size and gray-level histograms,
 as in PyRadiomics: no matrix of size Ng x Np is built.
@@ -96,18 +98,61 @@ def zone_ids_propagate(key: Tensor) -> tuple[Tensor, int]:
     return ids, int(rank[-1].item())
 
 
+def zones_from_runs(canvas: Canvas) -> tuple[Tensor, Tensor]:
+    """(key, size) of every zone (int64 tensors), by joining the canvas' row runs (the CPU path).
+
+    The row runs (GLRLM's, cached on the canvas) are the nodes; two runs of the same key in adjacent rows are
+    8-connected exactly when the first pixel of the lower run has a same-key pixel among its three upper
+    neighbours, or the pixel down-left of the upper run's first pixel is in the lower run (if the lower run starts
+    left of that). Those four look-ups per run give the edges, ``scipy.sparse.csgraph.connected_components``
+    the zones, and a zone's size is the summed length of its runs. Smooth images have far fewer runs than pixels,
+    so this reads the canvas only at the run starts.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from .glrlm import row_runs
+
+    run_key, first, last = (t.numpy() for t in row_runs(canvas))
+    flat = canvas.key.numpy().reshape(-1)
+    w = canvas.key.shape[1]
+    starts = np.zeros(flat.shape[0], dtype=np.int32)
+    starts[first] = 1
+    run_of = np.cumsum(starts, dtype=np.int32)  # 1 + the index of the run holding each ROI pixel
+    run_key_c = run_key.astype(flat.dtype)
+    us, vs = [], []
+    for offset in (-w - 1, -w, -w + 1, w - 1):  # the canvas border is background: every look-up is inside
+        q = first + offset
+        u = np.flatnonzero(flat[q] == run_key_c)
+        us.append(u)
+        vs.append(run_of[q[u]] - 1)
+    u = np.concatenate(us)
+    v = np.concatenate(vs)
+    n = len(first)
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n)).tocsr()
+    nz, comp = connected_components(graph, directed=False)
+    sizes = np.bincount(comp, weights=(last - first + 1).astype(np.float64), minlength=nz).astype(np.int64)
+    zone_key = np.empty(nz, dtype=np.int64)
+    zone_key[comp] = run_key
+    return torch.from_numpy(zone_key), torch.from_numpy(sizes)
+
+
 def zones(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Every zone of the batch as (region index 0..R-1, gray level, size), each (Z,) int64.
 
-    method: "label" (scikit-image, CPU), "propagate" (torch); None picks "label" on CPU.
+    method: "runs" (row runs joined with scipy, CPU), "label" (scikit-image's pixel labelling, CPU),
+    "propagate" (torch, GPU); None picks "runs" on CPU, "propagate" elsewhere.
     """
     key = canvas.key
-    method = method or ("label" if key.device.type == "cpu" else "propagate")
+    k = canvas.n_bins
+    method = method or ("runs" if key.device.type == "cpu" else "propagate")
+    if method == "runs":
+        zone_key, sizes = zones_from_runs(canvas)
+        return zone_key // k - 1, zone_key % k, sizes
     ids, nz = zone_ids_cpu(key) if method == "label" else zone_ids_propagate(key)
     flat = ids.flatten()
     sizes = torch.bincount(flat, minlength=nz + 1)[1:]
     zone_key = torch.zeros(nz + 1, dtype=key.dtype, device=key.device).scatter_(0, flat, key.flatten())[1:].long()
-    k = canvas.n_bins
     return zone_key // k - 1, zone_key % k, sizes
 
 
