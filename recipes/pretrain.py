@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import send_to_device, set_seed
 from torch.utils.data import DataLoader
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--train-data", help="manifest: JSONL/CSV/Parquet or a saved datasets folder (data.train)")
     p.add_argument("--image-column")
-    p.add_argument("--text-column")
+    p.add_argument("--text-column", help="the report column; 'none' trains on images alone (heads that need no report)")
     p.add_argument("--labels-column")
     p.add_argument("--image-root")
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad row")
@@ -69,7 +69,8 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
         ("model", "preset"): args.preset, ("data", "train"): args.train_data,
         ("data", "image_column"): args.image_column, ("data", "text_column"): args.text_column,
         ("data", "labels_column"): args.labels_column, ("data", "image_root"): args.image_root,
-        ("data", "strict"): args.strict, ("data", "streaming"): args.streaming, ("data", "num_workers"): args.num_workers,
+        ("data", "strict"): args.strict, ("data", "streaming"): args.streaming,
+        ("data", "num_workers"): args.num_workers,
         ("train", "max_steps"): args.max_steps, ("train", "batch_size"): args.batch_size, ("train", "lr"): args.lr,
         ("train", "grad_accum"): args.grad_accum, ("train", "mixed_precision"): args.mixed_precision,
         ("train", "grad_checkpointing"): args.grad_checkpointing, ("train", "seed"): args.seed,
@@ -78,6 +79,8 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(config, section), key, value)
+    if args.text_column is not None and args.text_column.lower() == "none":
+        config.data.text_column = None
     if args.output_dir:
         config.output_dir = args.output_dir
     if args.heads is not None:
@@ -139,7 +142,9 @@ def main(argv=None) -> int:
     accelerator = Accelerator(
         cpu=not has_accelerator_device(),  # without it, several CPU processes would not form a gloo group
         mixed_precision=train.mixed_precision, log_with="tensorboard", project_dir=str(output_dir / "logs"),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # image-only training leaves the text tower idle; DistributedDataParallel must be told so
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.data.text_column is None)])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         stream=sys.stdout)
     set_seed(train.seed)

@@ -140,11 +140,27 @@ def test_two_processes_train_both_heads_over_gloo(demo_config, tmp_path):
     assert (out / "final" / "model.safetensors").is_file()
 
 
+def test_image_only_radiomics_training_on_two_processes(demo_config, tmp_path):
+    """No reports (`--text-column none`): the radiomics head trains alone; the idle text tower must not stop DDP."""
+    out = tmp_path / "image_only"
+    _launch(demo_config, out, "--text-column", "none", "--heads", "radiomics", "--max-steps", "2",
+            "--batch-size", "4", processes=2)
+    scalars = _scalars(out)
+    assert not any(tag.startswith("train/global_") for tag in scalars), sorted(scalars)
+    assert {"train/radiomics_classification", "train/radiomics_contrastive"} <= set(scalars), sorted(scalars)
+
+
 def test_bad_config_key_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"learning_rate.*train"):
         _recipe_module().parse_args(["--config", str(bad)])
+
+
+def test_text_column_none_means_images_only():
+    config, _ = _recipe_module().parse_args(["--text-column", "none", "--heads", "radiomics"])
+    assert config.data.text_column is None and config.model.config["heads"] == ["radiomics"]
+    assert _recipe_module().parse_args(["--text-column", "report"])[0].data.text_column == "report"
 
 
 def test_radiomics_head_takes_its_findings_from_the_data():
