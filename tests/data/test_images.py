@@ -1,12 +1,12 @@
-"""load_image on small real files of each kind written in tmp_path, checked against Pillow / pydicom references
-and hand-computed values."""
+"""load_image and load_raw_image on small real files of each kind written in tmp_path, checked against Pillow and
+pydicom references and hand-computed values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from vlp.data.images import BadImageError, SkipReason, image_size, load_image, window_linear
+from vlp.data.images import BadImageError, SkipReason, image_size, load_image, load_raw_image, window_linear
 
 RNG = np.random.default_rng(0)
 
@@ -111,6 +111,25 @@ def test_bad_files(tmp_path):
         load_image(tmp_path)  # a folder
 
 
+def test_load_raw_image_keeps_stored_values(tmp_path):
+    values = np.arange(0, 60000, 1000, dtype=np.uint16).reshape(6, 10)
+    Image.fromarray(values).save(tmp_path / "sixteen.png")
+    np.testing.assert_array_equal(load_raw_image(tmp_path / "sixteen.png"), values)
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 1] = 200
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(load_raw_image(tmp_path / "rgb.png"), np.full((4, 5), round(0.587 * 200)))
+    gray = RNG.integers(0, 256, (7, 3), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    raw = load_raw_image(tmp_path / "gray.png")
+    np.testing.assert_array_equal(raw, gray)
+    np.testing.assert_allclose(load_image(tmp_path / "gray.png"), raw / 255.0, atol=1e-7)  # same pixels, rescaled
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(BadImageError, match="empty.png") as info:
+        load_raw_image(tmp_path / "empty.png")
+    assert info.value.reason is SkipReason.EMPTY_FILE
+
+
 # --- DICOM ---------------------------------------------------------------------------------------------------
 
 pydicom = pytest.importorskip("pydicom")
@@ -185,6 +204,13 @@ def test_dicom_without_window_uses_stored_bit_range_and_monochrome1(tmp_path):
     signed = np.array([[-2048, 0], [1000, 2047]], dtype=np.int16)
     _write_dicom(tmp_path / "s.dcm", signed, signed=True)
     np.testing.assert_allclose(load_image(tmp_path / "s.dcm"), (signed + 2048) / 4095.0, atol=1e-6)
+
+
+def test_load_raw_image_dicom_applies_only_the_modality_lut(tmp_path):
+    pixels = np.array([[0, 500, 1000], [2000, 3000, 4095]], dtype=np.uint16)
+    _write_dicom(tmp_path / "r.dcm", pixels, photometric="MONOCHROME1", RescaleSlope=2, RescaleIntercept=-1000,
+                 WindowCenter=1000, WindowWidth=200)
+    np.testing.assert_allclose(load_raw_image(tmp_path / "r.dcm"), 2.0 * pixels - 1000)  # no window, no inversion
 
 
 def test_dicom_found_by_magic_without_suffix_and_size(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vlp.radiomics import RadiomicsExtractor, box_mask
-from vlp.radiomics.cli import extract_manifest, main, read_raw_image
+from vlp.radiomics.cli import extract_manifest, main
 
 
 def _write_jsonl(path, rows):
@@ -141,13 +141,3 @@ def test_bad_invocations_fail_clearly(box_manifest, tmp_path, capsys):
     assert "unknown radiomics feature classes" in capsys.readouterr().err
     with pytest.raises(ValueError, match="batch_size"):
         extract_manifest(box_manifest, tmp_path / "f.csv", batch_size=0)
-
-
-def test_read_raw_image_keeps_stored_values(tmp_path):
-    values = np.arange(0, 60000, 1000, dtype=np.uint16).reshape(6, 10)
-    Image.fromarray(values).save(tmp_path / "sixteen.png")
-    np.testing.assert_array_equal(read_raw_image(tmp_path / "sixteen.png"), values)
-    rgb = np.zeros((4, 5, 3), np.uint8)
-    rgb[..., 1] = 200
-    Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    np.testing.assert_array_equal(read_raw_image(tmp_path / "rgb.png"), np.full((4, 5), round(0.587 * 200)))

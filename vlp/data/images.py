@@ -18,6 +18,9 @@ Intensity rules (one place, so training and zero-shot see the same range):
   signed or not) mapped through the modality LUT. MONOCHROME1 images are inverted (1 - x) so bone is bright.
   Multi-frame files give their first frame.
 
+`load_raw_image` reads the stored values instead, not rescaled (for radiomics, whose bin widths are in stored
+gray levels).
+
 Files that cannot give an image raise `BadImageError(path, reason)` with `reason` a `SkipReason`.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["BadImageError", "SkipReason", "check_image_file", "image_size", "is_dicom", "load_image"]
+__all__ = ["BadImageError", "SkipReason", "check_image_file", "image_size", "is_dicom", "load_image", "load_raw_image"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
@@ -269,6 +272,47 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if array.ndim != 2 or array.size == 0:
         raise BadImageError(path, SkipReason.UNREADABLE_IMAGE, f"decoded to shape {array.shape}, expected (H, W)")
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def load_raw_image(path: str | os.PathLike) -> np.ndarray:
+    """The stored intensities of an image file as a 2D array, not rescaled: what PyRadiomics would see.
+
+    For radiomics, whose bin widths are set in stored gray levels; the model reads files with `load_image`.
+
+    PNG/JPEG/TIFF (Pillow): 8/16/32-bit gray and float as stored; colour and palette files as their 8-bit luma;
+    DICOM (pydicom): the first frame after the modality LUT. Raises `BadImageError` for a missing,
+    empty, truncated or undecodable file.
+    """
+    path = check_image_file(Path(path).expanduser())
+    if is_dicom(path):
+        pydicom = _import_pydicom()
+        from pydicom.pixels import apply_modality_lut
+
+        try:
+            ds = pydicom.dcmread(str(path))
+            raw = ds.pixel_array
+            if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+                raw = raw[0]
+            array = np.asarray(apply_modality_lut(raw, ds))
+        except Exception as e:
+            raise BadImageError(path, SkipReason.UNREADABLE_DICOM, f"{type(e).__name__}: {e}") from e
+    else:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode not in ("L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "1"):
+                    image = image.convert("L")
+                array = np.asarray(image)
+        except Exception as e:
+            text = str(e)
+            truncated = isinstance(e, EOFError) or "truncat" in text.lower()
+            reason = SkipReason.TRUNCATED_IMAGE if truncated else SkipReason.UNREADABLE_IMAGE
+            raise BadImageError(path, reason, f"{type(e).__name__}: {text}") from e
+    if array.ndim != 2 or array.size == 0:
+        raise BadImageError(path, SkipReason.UNREADABLE_IMAGE, f"decoded to shape {array.shape}, expected (H, W)")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    return np.ascontiguousarray(array)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -7,10 +7,10 @@ any form ``vlp.data.dataset.normalize_box`` accepts, in pixels of the stored ima
 (boxes) or ``mask``, the ``--keep-columns``, then the features (PyRadiomics' names). Parquet, or CSV for a
 ``.csv`` name.
 
-Intensities are the stored pixel values (``--intensity raw``, default): 8/16-bit gray levels, the luma of colour
-files, DICOM values after the modality LUT (RescaleSlope/Intercept), as PyRadiomics would read the file; that is
-what its default bin width 25 is made for. ``--intensity unit`` uses ``vlp.data.images.load_image`` (the model's
-[0, 1] range; pair it with a small ``--bin-width`` or ``--bin-count``).
+Intensities are the stored pixel values (``--intensity raw``, default; ``vlp.data.load_raw_image``): 8/16-bit
+gray levels, the luma of colour files, DICOM values after the modality LUT (RescaleSlope/Intercept), as
+PyRadiomics would read the file; that is what its default bin width 25 is made for. ``--intensity unit`` uses
+``vlp.data.load_image`` (the model's [0, 1] range; pair it with a small ``--bin-width`` or ``--bin-count``).
 
 A region that cannot be used (missing or unreadable image or mask, a mask of another size, no or a bad box, a
 region PyRadiomics refuses: empty, one pixel, one pixel thick) is skipped, logged with its row, file and reason,
@@ -33,11 +33,11 @@ from typing import Any, Iterator, Literal
 import numpy as np
 import torch
 
-from vlp.data.images import BadImageError, SkipReason, check_image_file, is_dicom, load_image
+from vlp.data.images import BadImageError, load_image, load_raw_image
 
 from .extractor import ALL_FEATURE_CLASSES, RadiomicsExtractor, box_mask, region_problem
 
-__all__ = ["RadiomicsRowError", "RunSummary", "add_arguments", "extract_manifest", "main", "read_raw_image", "run"]
+__all__ = ["RadiomicsRowError", "RunSummary", "add_arguments", "extract_manifest", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,50 +79,9 @@ class _Skip(Exception):
         self.reason, self.detail = reason, detail
 
 
-def read_raw_image(path: str | os.PathLike) -> np.ndarray:
-    """The stored intensities of an image file as a 2D array (no rescaling): what PyRadiomics would see.
-
-    PNG/JPEG/TIFF (Pillow): 8/16/32-bit gray and float as stored; colour and palette files as their 8-bit luma;
-    DICOM (pydicom): the first frame after the modality LUT. Raises ``vlp.data.images.BadImageError`` for a missing,
-    empty, truncated or undecodable file.
-    """
-    from PIL import Image
-
-    path = check_image_file(Path(path).expanduser())
-    if is_dicom(path):
-        import pydicom
-        from pydicom.pixels import apply_modality_lut
-
-        try:
-            ds = pydicom.dcmread(str(path))
-            raw = ds.pixel_array
-            if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-                raw = raw[0]
-            array = np.asarray(apply_modality_lut(raw, ds))
-        except Exception as e:
-            raise BadImageError(path, SkipReason.UNREADABLE_DICOM, f"{type(e).__name__}: {e}") from e
-    else:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if image.mode not in ("L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "1"):
-                    image = image.convert("L")
-                array = np.asarray(image)
-        except Exception as e:
-            text = str(e)
-            truncated = isinstance(e, EOFError) or "truncat" in text.lower()
-            reason = SkipReason.TRUNCATED_IMAGE if truncated else SkipReason.UNREADABLE_IMAGE
-            raise BadImageError(path, reason, f"{type(e).__name__}: {text}") from e
-    if array.ndim != 2 or array.size == 0:
-        raise BadImageError(path, SkipReason.UNREADABLE_IMAGE, f"decoded to shape {array.shape}, expected (H, W)")
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
 def _read(path: Path, intensity: Intensity, what: str = "image") -> np.ndarray:
     try:
-        return read_raw_image(path) if intensity == "raw" else load_image(path)
+        return load_raw_image(path) if intensity == "raw" else load_image(path)
     except BadImageError as e:
         if what == "image":  # the row's message names the image already
             raise _Skip(e.reason.value, e.detail) from None
