@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["release_layouts"]  # tests/release_layouts.py: the public sets' release folders
+
 SHARED_DATA = Path(os.environ.get("VLP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -222,3 +222,32 @@ def test_streams_a_manifest_on_two_processes(demo_config, tmp_path):
     # 56 rows (48 train + 8 test, no split filter) dealt to 2 processes: 28 each, 7 batches of 4 per epoch
     assert "epoch 0 done" in log
     assert [step for step, _ in _scalars(tmp_path / "stream")["train/loss"]] == list(range(1, 9))
+
+
+IMAGES_ONLY = ("--text-column", "none", "--heads", "radiomics", "--labels-column", "labels")
+ADAPTER_RUNS = {  # adapter: (release fixture from tests/release_layouts.py, recipe flags)
+    "mimic-cxr": ("mimic_root", ()),
+    "iu-xray": ("iu_root", ()),
+    "covid": ("covid_release", ()),  # 79 X-rays without clinical notes: skipped and counted
+    "chexpert": ("chexpert_root", IMAGES_ONLY),  # no reports: the radiomics head on the labels
+    "nih": ("nih_release", IMAGES_ONLY),
+}
+
+
+@pytest.mark.parametrize("adapter", list(ADAPTER_RUNS))
+def test_trains_on_each_adapters_output(adapter, demo_config, tmp_path, request):
+    """`vlp prepare <set>` on the set's release folder, then the recipe on the manifest it wrote."""
+    from vlp.data.adapters import cli
+
+    fixture, flags = ADAPTER_RUNS[adapter]
+    root = request.getfixturevalue(fixture)
+    root = root[0] if isinstance(root, tuple) else root  # NIH and COVID fixtures also return reference rows
+    manifest = cli.main([adapter, "--root", str(root), "--out", str(tmp_path / f"{adapter}.jsonl")])
+    out = tmp_path / "run"
+    _launch(demo_config, out, "--train-data", str(manifest), "--max-steps", "2", "--batch-size", "2", *flags)
+    scalars = _scalars(out)
+    losses = scalars["train/loss"]
+    assert [step for step, _ in losses] == [1, 2] and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
+    terms = {"train/radiomics_classification"} if flags else {"train/global_image_to_text"}
+    assert terms <= set(scalars), sorted(scalars)
+    assert (out / "final" / "model.safetensors").is_file()
