@@ -61,6 +61,7 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--save-every", type=int)
+    p.add_argument("--cpu-threads", type=int, help="CPU-only runs: threads per process (default: cores / processes)")
     p.add_argument("--resume", nargs="?", const="latest",
                    help="continue from OUTPUT_DIR's latest checkpoint (or the checkpoint folder given)")
     args = p.parse_args(argv)
@@ -75,6 +76,7 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
         ("train", "grad_accum"): args.grad_accum, ("train", "mixed_precision"): args.mixed_precision,
         ("train", "grad_checkpointing"): args.grad_checkpointing, ("train", "seed"): args.seed,
         ("train", "log_every"): args.log_every, ("train", "save_every"): args.save_every,
+        ("train", "cpu_threads"): args.cpu_threads,
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -131,6 +133,18 @@ def has_accelerator_device() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
+def cpu_threads_per_process(local_processes: int) -> int:
+    """Physical cores usable by this process (its CPU affinity, when the OS reports one) shared evenly among the
+    processes on this machine, at least 1. `accelerate launch` without `--cpu` sets OMP_NUM_THREADS=1, which halves
+    the speed of a single CPU process on a 2-core machine; this is the share `accelerate launch --cpu` would give."""
+    import psutil
+
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    return max(1, cores // max(1, local_processes))
+
+
 def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
@@ -148,6 +162,10 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         stream=sys.stdout)
     set_seed(train.seed)
+    if accelerator.device.type == "cpu":
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(train.cpu_threads or cpu_threads_per_process(local_processes))
+        logger.info("CPU training: %d threads per process", torch.get_num_threads(), main_process_only=True)
 
     with accelerator.main_process_first():
         dataset = build_train_dataset(config.data, strict=config.data.strict, rank=accelerator.process_index,
@@ -192,7 +210,7 @@ def main(argv=None) -> int:
     progress = tqdm(total=train.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc="pretrain")
     skips = SkipCounter()
-    running: dict[str, float] = {}
+    running: dict[str, list[float]] = {}  # each logged term's values since the last log
     micro: list[dict] = []
     while state["step"] < train.max_steps:
         if streaming:
@@ -217,9 +235,10 @@ def main(argv=None) -> int:
             state["step"] += 1
             progress.update(1)
             for name, value in losses.items():
-                running[name] = running.get(name, 0.0) + value
+                running.setdefault(name, []).append(value)
             if state["step"] % train.log_every == 0 or state["step"] == train.max_steps:
-                logs = {f"train/{k}": v / train.log_every for k, v in running.items()}
+                # means over the steps of this window: shorter than log_every at the end or after a resume
+                logs = {f"train/{k}": sum(v) / len(v) for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
                 logs["train/logit_scale"] = float(unwrapped.scale().detach())
                 logs["train/skipped_rows"] = len(skips.seen)

@@ -78,7 +78,10 @@ def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
     import vlp  # noqa: F401  (registers the Auto classes)
 
     out = tmp_path / "run"
-    _launch(demo_config, out)
+    result = _launch(demo_config, out)
+    # accelerate launch sets OMP_NUM_THREADS=1; on the CPU the recipe uses the cores instead
+    threads = _recipe_module().cpu_threads_per_process(1)
+    assert f"CPU training: {threads} threads per process" in result.stdout + result.stderr
     model = AutoModel.from_pretrained(out / "final")
     processor = AutoProcessor.from_pretrained(out / "final")
     assert type(model).__name__ == "VLPModel"
@@ -98,6 +101,19 @@ def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
     fresh = vlp.create_model_and_processor("tiny")[0]
     trained = load_file(out / "final" / "model.safetensors")
     assert any(not torch.equal(trained[k], v) for k, v in fresh.state_dict().items() if k in trained)
+
+
+def test_logged_values_are_means_over_each_window(demo_config, tmp_path):
+    """With --log-every 3 and 4 steps the logs hold the mean of steps 1-3 and then step 4 alone (a shorter last
+    window is not divided by 3); the values match a run that logs every step (same seed, deterministic)."""
+    _launch(demo_config, tmp_path / "every", "--log-every", "1")
+    _launch(demo_config, tmp_path / "windows", "--log-every", "3")
+    every, windows = _scalars(tmp_path / "every"), _scalars(tmp_path / "windows")
+    for tag in ("train/loss", "train/global_image_to_text"):
+        per_step = [value for _, value in every[tag]]
+        assert [step for step, _ in windows[tag]] == [3, 4]
+        assert windows[tag][0][1] == pytest.approx(sum(per_step[:3]) / 3, rel=1e-5)
+        assert windows[tag][1][1] == pytest.approx(per_step[3], rel=1e-5)
 
 
 def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
@@ -155,6 +171,15 @@ def test_bad_config_key_names_the_key(tmp_path):
     bad.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"learning_rate.*train"):
         _recipe_module().parse_args(["--config", str(bad)])
+
+
+def test_cpu_threads_default_shares_the_cores_among_local_processes():
+    recipe = _recipe_module()
+    one, two = recipe.cpu_threads_per_process(1), recipe.cpu_threads_per_process(2)
+    assert one >= 1 and two == max(1, one // 2)
+    assert recipe.cpu_threads_per_process(10_000) == 1
+    assert recipe.parse_args(["--cpu-threads", "3"])[0].train.cpu_threads == 3
+    assert recipe.parse_args([])[0].train.cpu_threads is None
 
 
 def test_text_column_none_means_images_only():

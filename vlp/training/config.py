@@ -56,6 +56,9 @@ class TrainSection:
     log_every: int = 10
     save_every: int = 200
     keep_checkpoints: int = 2
+    # CPU-only runs: intra-op threads per process. None: the machine's physical cores shared among the local
+    # processes (what `accelerate launch --cpu` picks; plain `accelerate launch` would leave each process 1 thread)
+    cpu_threads: int | None = None
 
 
 @dataclass
