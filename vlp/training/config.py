@@ -48,13 +48,13 @@ class TrainSection:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
-    max_steps: int = 300
+    max_steps: int = 200
     max_grad_norm: float | None = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     grad_checkpointing: bool = False
     seed: int = 0
     log_every: int = 10
-    save_every: int = 200
+    save_every: int = 100
     keep_checkpoints: int = 2
     # CPU-only runs: intra-op threads per process. None: the machine's physical cores shared among the local
     # processes (what `accelerate launch --cpu` picks; plain `accelerate launch` would leave each process 1 thread)
