@@ -125,9 +125,12 @@ def test_load_raw_image_keeps_stored_values(tmp_path):
     np.testing.assert_array_equal(raw, gray)
     np.testing.assert_allclose(load_image(tmp_path / "gray.png"), raw / 255.0, atol=1e-7)  # same pixels, rescaled
     (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(BadImageError, match="empty.png") as info:
-        load_raw_image(tmp_path / "empty.png")
-    assert info.value.reason is SkipReason.EMPTY_FILE
+    data = (tmp_path / "sixteen.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    for name, reason in (("empty.png", SkipReason.EMPTY_FILE), ("trunc.png", SkipReason.TRUNCATED_IMAGE)):
+        with pytest.raises(BadImageError, match=name) as info:
+            load_raw_image(tmp_path / name)
+        assert info.value.reason is reason
 
 
 # --- DICOM ---------------------------------------------------------------------------------------------------

@@ -159,11 +159,20 @@ def _pil_to_unit(image: Image.Image, path: Path) -> np.ndarray:
     return (rgba[..., :3] @ _LUMA) * rgba[..., 3]
 
 
-def _load_pil(path: Path) -> np.ndarray:
+def _pil_stored_values(image: Image.Image, path: Path) -> np.ndarray:
+    """The stored gray values (8/16/32-bit, float, 1-bit); other modes as their 8-bit luma."""
+    if image.mode not in ("L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "1"):
+        image = image.convert("L")
+    array = np.asarray(image)
+    return array.astype(np.uint8) if array.dtype == bool else array
+
+
+def _load_pil(path: Path, to_array=_pil_to_unit) -> np.ndarray:
+    """Decode with Pillow and convert with `to_array(image, path)`; decoder failures become `BadImageError`."""
     try:
         with Image.open(path) as image:
             image.load()
-            array = _pil_to_unit(image, path)
+            array = to_array(image, path)
     except BadImageError:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError...
@@ -297,21 +306,9 @@ def load_raw_image(path: str | os.PathLike) -> np.ndarray:
         except Exception as e:
             raise BadImageError(path, SkipReason.UNREADABLE_DICOM, f"{type(e).__name__}: {e}") from e
     else:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                if image.mode not in ("L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "1"):
-                    image = image.convert("L")
-                array = np.asarray(image)
-        except Exception as e:
-            text = str(e)
-            truncated = isinstance(e, EOFError) or "truncat" in text.lower()
-            reason = SkipReason.TRUNCATED_IMAGE if truncated else SkipReason.UNREADABLE_IMAGE
-            raise BadImageError(path, reason, f"{type(e).__name__}: {text}") from e
+        array = _load_pil(path, _pil_stored_values)
     if array.ndim != 2 or array.size == 0:
         raise BadImageError(path, SkipReason.UNREADABLE_IMAGE, f"decoded to shape {array.shape}, expected (H, W)")
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
     return np.ascontiguousarray(array)
 
 
