@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up vlp in a virtual environment at .venv (repository root).
-#   bash install.sh          # the library, its recipes and the radiomics extra
+#   bash install.sh          # the library, its recipes and the radiomics extra (pyradiomics, numba)
 #   bash install.sh --dev    # the same plus the test tools
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -10,7 +10,9 @@ computes one region at a time, so its rate does not depend on the batch size). T
     .venv/bin/python bench/radiomics_speed.py --device cuda --batch-sizes 1 32 128 512 702
 
 Prints a markdown table and writes it, with the machine, data, command and load, to
-docs/benchmarks/radiomics_speed.md (``--out``).
+docs/benchmarks/radiomics_speed.md (``--out``). ``--per-class`` adds where the time goes: CPU ms per 128 regions of
+the batch validation, the packing and each feature class, at a given batch size. The torch backend's CPU path
+uses compiled numba kernels when numba is installed (``--no-kernels``: the numpy/torch path).
 """
 from __future__ import annotations
 
@@ -85,6 +87,34 @@ def torch_rate(images: torch.Tensor, masks: torch.Tensor, batch_size: int, min_s
     return n / best_wall, n / best_cpu
 
 
+def per_class_ms(images: torch.Tensor, masks: torch.Tensor, batch_size: int, repeats: int = 2) -> dict[str, float]:
+    """CPU ms per 128 regions of each stage of the torch backend (validation, packing, every feature class), over
+    all regions in batches of `batch_size`: the best of `repeats` passes after a warm-up pass."""
+    from vlp.radiomics import torch_backend
+    from vlp.radiomics.torch_backend.discretisation import prepare_canvas
+
+    ext = RadiomicsExtractor("torch")
+    n = images.shape[0]
+    best: dict[str, float] = {}
+    for rep in range(repeats + 1):
+        spent: dict[str, float] = {}
+        for i in range(0, n, batch_size):
+            img, msk = images[i : i + batch_size], masks[i : i + batch_size]
+            t = time.process_time()
+            boxes = ext.check(img, msk)
+            spent["validation"] = spent.get("validation", 0.0) + time.process_time() - t
+            t = time.process_time()
+            canvas = prepare_canvas(img, msk, boxes)
+            spent["packing"] = spent.get("packing", 0.0) + time.process_time() - t
+            for name in torch_backend.FEATURE_CLASSES:
+                t = time.process_time()
+                torch_backend.compute_canvas(canvas, (name,))
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t
+        if rep > 0:
+            best = {k: min(best.get(k, float("inf")), v * 1000 * 128 / n) for k, v in spent.items()}
+    return best
+
+
 def pyradiomics_rate(images: np.ndarray, masks: np.ndarray, workers: int) -> tuple[float, float]:
     """(regions per second, regions per CPU-second of this process) of PyRadiomics, one pass, cache off."""
     ext = RadiomicsExtractor("pyradiomics", cache_size=0, num_workers=workers)
@@ -108,6 +138,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
 
 
+def numba_version() -> str:
+    try:
+        import numba
+    except ImportError:
+        return "not installed"
+    return numba.__version__
+
+
 def load_average() -> str:
     try:
         return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1 / 5 / 15 min)"
@@ -126,8 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-seconds", type=float, default=3.0, help="time spent per torch measurement")
     p.add_argument("--pyradiomics-regions", type=int, default=200, help="regions PyRadiomics is timed on")
     p.add_argument("--pyradiomics-workers", type=int, default=0, help="processes for PyRadiomics (0: serial)")
+    p.add_argument("--per-class", type=int, default=None, metavar="BATCH_SIZE",
+                   help="also time each stage (CPU ms per 128 regions) at this batch size")
+    p.add_argument("--no-kernels", action="store_true", help="torch backend without the compiled numba kernels")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "radiomics_speed.md")
     args = p.parse_args(argv)
+
+    from vlp.radiomics.torch_backend import kernels
+
+    if args.no_kernels:
+        kernels.ENABLED = False
+    torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     load_before = load_average()
@@ -151,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torch batch {bs}: {rate:.0f} regions/s ({rate / ref_rate:.0f}x), {cpu:.0f} per CPU-s "
               f"({cpu / ref_cpu:.0f}x)", flush=True)
 
+    stages: dict[str, float] = {}
+    if args.per_class:
+        stages = per_class_ms(images, masks, args.per_class)
+        print("CPU ms per 128 regions: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+              + f"; total {sum(stages.values()):.1f}", flush=True)
+
     given = argv if argv is not None else sys.argv[1:]
     command = ("python bench/radiomics_speed.py " + shlex.join(given)).rstrip()
     table = ["| batch size | torch (regions/s) | PyRadiomics (regions/s) | ratio | torch (regions/CPU-s) | "
@@ -160,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         device_text = torch.cuda.get_device_name(device)
     else:
-        device_text = f"CPU, {args.threads} torch thread(s)"
+        device_text = f"CPU, {args.threads} torch thread(s), " + (
+            "compiled numba kernels" if kernels.active() and device.type == "cpu" else "numpy/torch path (no kernels)")
     import radiomics
 
     text = "\n".join([
@@ -171,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- Command: `{command}`",
         f"- Machine: {machine()}; torch backend on {device_text}; PyRadiomics serial"
         + (f" ({args.pyradiomics_workers} processes)" if args.pyradiomics_workers > 1 else " (one process)"),
-        f"- Versions: torch {torch.__version__}, PyRadiomics {radiomics.__version__}, numpy {np.__version__}",
+        f"- Versions: torch {torch.__version__}, PyRadiomics {radiomics.__version__}, numpy {np.__version__}, "
+        f"numba {numba_version()}",
         f"- Load average before / after: {load_before} / {load_average()} (the cores are shared with other jobs,"
         " so rates are noisy)",
         f"- Data: {n} regions, every expert box of `../shared/data/nih_bbox` (NIH ChestX-ray14, 256 px 8-bit PNGs) "
@@ -187,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         *table,
         "",
     ])
+    if stages:
+        text += "\n".join([
+            "",
+            f"Where the time goes at batch size {args.per_class} (CPU ms per 128 regions, best of 2 passes):",
+            "",
+            "| " + " | ".join(stages) + " | total |",
+            "|" + "---:|" * (len(stages) + 1),
+            "| " + " | ".join(f"{v:.1f}" for v in stages.values()) + f" | {sum(stages.values()):.1f} |",
+            "",
+        ])
     print("\n" + "\n".join(table))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -42,15 +42,17 @@ class Canvas:
     """The regions of a batch packed onto one 2D canvas.
 
     levels: (H, W) gray levels, 1..Ng inside a region, 0 elsewhere; uint8 when Ng < 256, else int32.
-    region: (H, W) int32 region index + 1 inside a region, 0 elsewhere.
+    region: (H, W) int32 region index + 1 inside a region, 0 elsewhere (int16 on the kernel path when it fits).
     values: (H, W) intensities inside the regions: for integer images the offset from the region's
-        minimum (int32), for float images the raw value (float64); undefined elsewhere.
+        minimum (int32; on the kernel path the narrowest of uint8, int16, int32, int64 that holds it), for
+        float images the raw value (float64); undefined elsewhere.
     n_regions: R. n_levels: the largest gray level (texture matrices have n_levels + 1 columns).
     shelves: the packing's shelves as (first row, rows); rows between shelves are background.
     boxes: (R, 4) int64 (y0, x0, h, w) of each region's stored box on the canvas (transposed if tall).
     max_level, count, min_value, max_value: (R,) float64 per region: largest gray level (PyRadiomics'
         ``Ng``), pixel count, smallest and largest intensity.
     integer_valued: intensities are integers (integer input dtype).
+    kernels: the feature classes use the compiled CPU kernels (`kernels.py`) instead of the numpy/torch code.
     """
 
     levels: Tensor
@@ -65,6 +67,7 @@ class Canvas:
     min_value: Tensor
     max_value: Tensor
     integer_valued: bool
+    kernels: bool = False
     cache: dict = field(default_factory=dict, repr=False)  # intermediate results shared by feature classes
     _key: Tensor | None = field(default=None, repr=False)
     _level_hist: Tensor | None = field(default=None, repr=False)
@@ -244,6 +247,56 @@ def _pack_cpu(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray
     return levels, region, values, stats
 
 
+_KERNEL_DTYPES = (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.int64, np.float32, np.float64)
+
+
+def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray, x0: np.ndarray,
+                 hh: int, ww: int, bin_width: float, bin_count: int | None) -> tuple:
+    """Fill the canvas with the compiled kernels (`kernels.region_min_max`, `kernels.fill_canvas`): the same
+    canvas as `_pack_cpu`, plus the (R, Ng) level histogram, with levels already in their final dtype."""
+    from . import kernels
+
+    img = images.detach().numpy()
+    msk = masks.numpy()
+    n = len(boxes)
+    integer = not images.is_floating_point()
+    info = np.iinfo(img.dtype) if integer else np.finfo(img.dtype)
+    mn = np.full(n, info.max, dtype=img.dtype)
+    mx = np.full(n, info.min, dtype=img.dtype)
+    kernels.region_min_max(img, msk, boxes, mn, mx)
+    lut, lut_min = np.zeros(0, dtype=np.int64), 0
+    edges, edge_start = np.zeros(1), np.zeros(n + 1, dtype=np.int64)
+    if integer and bin_count is None and float(bin_width).is_integer():
+        width = int(bin_width)
+        lo, hi = int(mn.min()), int(mx.max())
+        max_level = mx.astype(np.int64) // width - (mn.astype(np.int64) // width - 1)
+        if hi - lo < 2**24:  # intensities -> floor(v / width), by table instead of a division per pixel
+            lut, lut_min = np.arange(lo, hi + 1, dtype=np.int64) // width, lo
+    if len(lut) == 0:
+        per_region = [_digitize_edges(float(a), float(b), bin_width, bin_count)
+                      for a, b in zip(mn.tolist(), mx.tolist())]
+        edges = np.concatenate(per_region).astype(np.float64)
+        edge_start[1:] = np.cumsum([len(e) for e in per_region])
+        max_level = np.array([np.digitize(b, e) for b, e in zip(mx.tolist(), per_region)], dtype=np.int64)
+    n_levels = int(max_level.max())
+    levels = np.zeros((hh, ww), dtype=np.uint8 if n_levels < 256 else np.int32)
+    # the narrowest dtypes that hold the region index and the intensity offsets (fewer bytes for a fresh canvas)
+    region = np.zeros((hh, ww), dtype=np.int16 if n < 2**15 - 1 else np.int32)
+    if integer:
+        span = int((mx.astype(np.int64) - mn.astype(np.int64)).max())
+        values = np.zeros((hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
+                          np.int32 if span < 2**31 else np.int64)
+    else:
+        values = np.zeros((hh, ww), dtype=np.float64)
+    hist = np.zeros((n, n_levels + 1), dtype=np.int64)
+    kernels.fill_canvas(img, msk, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, integer, levels, region,
+                        values, hist)
+    count = hist[:, 1:].sum(1)
+    stats = np.stack([mn.astype(np.float64), mx.astype(np.float64), max_level.astype(np.float64),
+                      count.astype(np.float64)], 1)
+    return levels, region, values, stats, hist[:, 1:]
+
+
 def _pack_vectorised(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray,
                      x0: np.ndarray, hh: int, ww: int, bin_width: float, bin_count: int | None) -> tuple:
     """Fill the canvas with gathers and scatters on the images' device (the GPU path)."""
@@ -340,8 +393,14 @@ def prepare_canvas(
     ph, pw = np.where(flip, widths, heights), np.where(flip, heights, widths)
     y0, x0, hh, ww, shelves = shelf_pack(ph, pw)
     vectorised = images.device.type != "cpu" if vectorised is None else vectorised
-    pack = _pack_vectorised if vectorised else _pack_cpu
-    levels, region, values, stats = pack(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
+    use_kernels = kernels_for(images, vectorised)
+    hist = None
+    if use_kernels:
+        levels, region, values, stats, hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width,
+                                                           bin_count)
+    else:
+        pack = _pack_vectorised if vectorised else _pack_cpu
+        levels, region, values, stats = pack(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
     dev = images.device
     if not isinstance(levels, Tensor):
         levels, region, values = (torch.from_numpy(a) for a in (levels, region, values))
@@ -361,7 +420,19 @@ def prepare_canvas(
         min_value=stats[:, 0],
         max_value=stats[:, 1],
         integer_valued=not images.is_floating_point(),
+        kernels=use_kernels,
+        _level_hist=None if hist is None else torch.from_numpy(hist).to(torch.float64),
     )
+
+
+def kernels_for(images: Tensor, vectorised: bool) -> bool:
+    """Whether a batch is computed with the compiled CPU kernels: numba available and enabled
+    (`kernels.active`), the images on the CPU in a supported dtype, and not the vectorised (GPU) code path."""
+    from . import kernels
+
+    if vectorised or images.device.type != "cpu" or not kernels.active():
+        return False
+    return images.detach().numpy().dtype.type in _KERNEL_DTYPES
 
 
 def interior(x: Tensor, dy: int = 0, dx: int = 0) -> Tensor:

@@ -105,8 +105,14 @@ def _from_histogram(canvas: Canvas, shift: float) -> dict[str, Tensor]:
     r = canvas.n_regions
     mn = canvas.min_value
     span = int((canvas.max_value - mn).max().item()) + 1
-    key = canvas.region.to(index_dtype((r + 1) * span)) * span + canvas.values
-    hist = torch.bincount(key.flatten(), minlength=(r + 1) * span).view(r + 1, span)[1:].to(torch.float64)
+    if canvas.kernels:
+        from .kernels import value_histogram
+
+        hist = torch.from_numpy(value_histogram(canvas.values.numpy(), canvas.boxes.numpy(), canvas.levels.numpy(),
+                                                span)).to(torch.float64)
+    else:
+        key = canvas.region.to(index_dtype((r + 1) * span)) * span + canvas.values
+        hist = torch.bincount(key.flatten(), minlength=(r + 1) * span).view(r + 1, span)[1:].to(torch.float64)
     vals = mn[:, None] + torch.arange(span, dtype=torch.float64, device=mn.device)[None, :]
     cum = hist.cumsum(1).contiguous()
 

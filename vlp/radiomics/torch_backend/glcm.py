@@ -56,8 +56,14 @@ def pair_counts(canvas: Canvas) -> Tensor:
 
     Pairs are keyed (region of the first pixel, its level, the neighbour's level) with level 0
     (background) included, which needs no mask test; row and column 0 and region 0 are dropped.
-    Cached on the canvas (GLRLM uses it to find angles without neighbouring pixels).
+    Cached on the canvas (GLRLM uses it to find angles without neighbouring pixels). With `canvas.kernels`,
+    one compiled pass over the regions' boxes (`kernels.glcm_counts`).
     """
+    if "pair_counts" not in canvas.cache and canvas.kernels:
+        from .kernels import glcm_counts
+
+        counts = glcm_counts(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels)
+        canvas.cache["pair_counts"] = torch.from_numpy(counts)
     if "pair_counts" not in canvas.cache:
         r = canvas.n_regions
         k = canvas.n_bins
@@ -84,13 +90,13 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     valid = total > 0
     p = p_counts / torch.where(valid, total, torch.ones_like(total))[:, :, None, None]
 
+    # Sums over (i, j) of terms that depend on i + j, |i - j|, i or j only are taken over the marginals (pxy_add,
+    # pxy_sub, px, py): the same terms, grouped, with far fewer operations on the (B, A, Ng, Ng) matrices.
     lv = torch.arange(1, ng + 1, dtype=dt, device=dev)
-    i = lv[None, None, :, None]
-    j = lv[None, None, None, :]
     px = p.sum(3)  # (B, A, Ng)
     py = p.sum(2)
-    ux = (p * i).sum(dim=(2, 3))  # (B, A)
-    uy = (p * j).sum(dim=(2, 3))
+    ux = px @ lv  # (B, A): sum p(i, j) i
+    uy = py @ lv
 
     ii = torch.arange(ng, device=dev)
     sum_idx = (ii[:, None] + ii[None, :]).flatten()  # i + j - 2
@@ -101,13 +107,15 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     k_sum = torch.arange(2, 2 * ng + 1, dtype=dt, device=dev)
     k_diff = torch.arange(0, ng, dtype=dt, device=dev)
 
-    hxy = entropy_terms(p).sum(dim=(2, 3))
-    s = (i + j) - ux[:, :, None, None] - uy[:, :, None, None]
-    di = i - ux[:, :, None, None]
-    dj = j - uy[:, :, None, None]
-    sigx = torch.sqrt((p * di**2).sum(dim=(2, 3)))
-    sigy = torch.sqrt((p * dj**2).sum(dim=(2, 3)))
-    corm = (p * di * dj).sum(dim=(2, 3))
+    hxy = entropy_terms(flat).sum(2)
+    s = k_sum - (ux + uy)[:, :, None]  # i + j - ux - uy, by i + j
+    s2 = s * s
+    di = lv - ux[:, :, None]  # (B, A, Ng)
+    dj = lv - uy[:, :, None]
+    sum_squares = (px * di**2).sum(2)  # sum p(i, j) (i - ux)^2
+    sigx = torch.sqrt(sum_squares)
+    sigy = torch.sqrt((py * dj**2).sum(2))
+    corm = ((p @ dj[:, :, :, None])[..., 0] * di).sum(2)  # sum p(i, j) (i - ux) (j - uy)
     corr = corm / (sigx * sigy + EPS)
     corr = torch.where(sigx * sigy == 0, torch.ones_like(corr), corr)
 
@@ -116,9 +124,10 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
 
     hx = entropy_terms(px).sum(2)
     hy = entropy_terms(py).sum(2)
-    pxpy = px[:, :, :, None] * py[:, :, None, :]
-    hxy1 = -(p * torch.log2(pxpy + EPS)).sum(dim=(2, 3))
-    hxy2 = entropy_terms(pxpy).sum(dim=(2, 3))
+    pxpy = (px[:, :, :, None] * py[:, :, None, :]).flatten(2)
+    log_pxpy = torch.log2(pxpy + EPS)
+    hxy1 = -(flat * log_pxpy).sum(2)
+    hxy2 = -(pxpy * log_pxpy).sum(2)  # entropy_terms(pxpy)
     div = torch.maximum(hx, hy)
     imc1 = torch.where(div != 0, (hxy - hxy1) / torch.where(div != 0, div, torch.ones_like(div)), torch.zeros_like(div))
     imc2 = torch.sqrt(1 - torch.exp(-2 * (hxy2 - hxy)))  # NaN when hxy2 < hxy, skipped by nanmean as in numpy
@@ -131,20 +140,23 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     idn = (pxy_sub / (1 + k_diff / ngs)).sum(2)
     inv_var = (pxy_sub[:, :, 1:] / k_diff[1:] ** 2).sum(2)
 
-    # MCC via the symmetric form A A^T, A(i, k) = p(i, k) / sqrt(px(i) py(k)).
-    denom = torch.sqrt(px[:, :, :, None] * py[:, :, None, :])
-    amat = torch.where(denom > 0, p / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(p))
+    # MCC via the symmetric form A A^T, A(i, k) = p(i, k) / sqrt(px(i) py(k)) (0 where px(i) py(k) = 0, where
+    # p(i, k) is 0 too).
+    inv_x = torch.where(px > 0, 1 / torch.sqrt(px), torch.zeros_like(px))
+    inv_y = torch.where(py > 0, 1 / torch.sqrt(py), torch.zeros_like(py))
+    amat = p * inv_x[:, :, :, None] * inv_y[:, :, None, :]
     q_sym = amat @ amat.transpose(2, 3)
     eig = torch.linalg.eigvalsh(q_sym)  # ascending
     second = eig[..., -2] if ng >= 2 else torch.zeros_like(total)
     mcc = torch.sqrt(second.clamp_min(0))
+    ij = (lv[:, None] * lv[None, :]).flatten()
 
     per_angle = {
-        "Autocorrelation": (p * i * j).sum(dim=(2, 3)),
-        "ClusterProminence": (p * s**4).sum(dim=(2, 3)),
-        "ClusterShade": (p * s**3).sum(dim=(2, 3)),
-        "ClusterTendency": (p * s**2).sum(dim=(2, 3)),
-        "Contrast": (p * (i - j) ** 2).sum(dim=(2, 3)),
+        "Autocorrelation": flat @ ij,
+        "ClusterProminence": (pxy_add * s2 * s2).sum(2),
+        "ClusterShade": (pxy_add * s2 * s).sum(2),
+        "ClusterTendency": (pxy_add * s2).sum(2),
+        "Contrast": (pxy_sub * k_diff**2).sum(2),
         "Correlation": corr,
         "DifferenceAverage": diff_avg,
         "DifferenceEntropy": entropy_terms(pxy_sub).sum(2),
@@ -157,17 +169,18 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
         "Imc2": imc2,
         "InverseVariance": inv_var,
         "JointAverage": ux,
-        "JointEnergy": (p**2).sum(dim=(2, 3)),
+        "JointEnergy": (flat * flat).sum(2),
         "JointEntropy": hxy,
         "MCC": mcc,
-        "MaximumProbability": p.flatten(2).amax(2),
+        "MaximumProbability": flat.amax(2),
         "SumAverage": (k_sum * pxy_add).sum(2),
         "SumEntropy": entropy_terms(pxy_add).sum(2),
-        "SumSquares": (p * di**2).sum(dim=(2, 3)),
+        "SumSquares": sum_squares,
     }
-    out = {k: masked_mean(v, valid) for k, v in per_angle.items()}
-    out["MCC"] = torch.where(n_present < 2, torch.ones_like(out["MCC"]), out["MCC"])
-    return torch.stack([out[k] for k in FEATURE_NAMES], dim=1)
+    out = masked_mean(torch.stack([per_angle[k] for k in FEATURE_NAMES], dim=1), valid[:, None, :], dim=2)
+    mcc = FEATURE_NAMES.index("MCC")
+    out[:, mcc] = torch.where(n_present < 2, torch.ones_like(out[:, mcc]), out[:, mcc])
+    return out
 
 
 def compute(canvas: Canvas) -> Tensor:

@@ -9,6 +9,8 @@ Reference: Sun and Wee, "Neighbouring gray level dependence matrix for texture c
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -37,8 +39,14 @@ def gldm_matrix(canvas: Canvas, alpha: float = 0) -> Tensor:
 
     For each forward angle the dependent pairs (p, p + o) add 1 to both pixels' counts; with alpha = 0
     a pair is dependent when the levels are equal (level 0, the background, never equals a region level,
-    and the gaps keep regions apart).
+    and the gaps keep regions apart). With `canvas.kernels`, one compiled pass (`kernels.gldm_counts`).
     """
+    if canvas.kernels:
+        from .kernels import gldm_counts
+
+        # levels are integers: |difference| <= alpha exactly when |difference| <= floor(alpha)
+        return torch.from_numpy(gldm_counts(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels,
+                                            math.floor(alpha))).to(torch.float64)
     r = canvas.n_regions
     lv = canvas.levels
     k = canvas.n_bins

@@ -123,8 +123,15 @@ def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     and Nr (the longest run).
 
     One bincount over the codes (key, angle, length) of every run gives the matrices of all regions and angles
-    at once (in numpy on the CPU, where its integer arithmetic is several times faster).
+    at once (in numpy on the CPU, where its integer arithmetic is several times faster). With `canvas.kernels`,
+    one compiled pass over each region's box walks the runs (`kernels.glrlm_cells`, the same cells in the same order).
     """
+    if canvas.kernels:
+        from .kernels import glrlm_cells
+
+        ra, lvl, ln, cnt, nr = glrlm_cells(fast_view(canvas.levels), canvas.boxes.numpy(),
+                                           canvas.max_level.numpy().astype(np.int64))
+        return tuple(torch.from_numpy(t) for t in (ra, lvl, ln, cnt)) + (int(nr),)
     k = canvas.n_bins
     layouts = line_layouts(canvas.key, canvas.shelves)
     runs = [_runs(line) for line in layouts[:3]] + [row_runs(canvas)]
@@ -212,4 +219,4 @@ def compute(canvas: Canvas) -> Tensor:
         "ShortRunHighGrayLevelEmphasis": emphasis[3, :, :, 1],
         "ShortRunLowGrayLevelEmphasis": emphasis[3, :, :, 2],
     }
-    return torch.stack([masked_mean(out[k], valid) for k in FEATURE_NAMES], dim=1)
+    return masked_mean(torch.stack([out[k] for k in FEATURE_NAMES], dim=1), valid[:, None, :], dim=2)

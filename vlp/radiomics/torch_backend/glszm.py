@@ -140,9 +140,14 @@ def zones_from_runs(canvas: Canvas) -> tuple[Tensor, Tensor]:
 def zones(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Every zone of the batch as (region index 0..R-1, gray level, size), each (Z,) int64.
 
-    method: "runs" (row runs joined with scipy, CPU), "label" (scikit-image's pixel labelling, CPU),
-    "propagate" (torch, GPU); None picks "runs" on CPU, "propagate" elsewhere.
+    method: "kernel" (a compiled union-find per region box, `kernels.glszm_zones`; needs `canvas.kernels`), "runs"
+    (row runs joined with scipy, CPU), "label" (scikit-image's pixel labelling, CPU), "propagate" (torch, GPU);
+    None picks "kernel" when the canvas uses the kernels, else "runs" on CPU, "propagate" elsewhere.
     """
+    if method in (None, "kernel") and canvas.kernels:
+        from .kernels import glszm_zones
+
+        return tuple(torch.from_numpy(t) for t in glszm_zones(canvas.levels.numpy(), canvas.boxes.numpy()))
     key = canvas.key
     k = canvas.n_bins
     method = method or ("runs" if key.device.type == "cpu" else "propagate")

@@ -30,8 +30,14 @@ def ngtdm_matrix(canvas: Canvas) -> tuple[Tensor, Tensor]:
     With t the sum and c the number of a pixel's ROI neighbours (3x3 box sums of the levels, 0 outside
     the regions, and of the mask, minus the centre), |g - t / c| = |g c - t| / c: the integer numerators
     are summed per (region, level, c) with one bincount and divided by c at the end. The gaps keep the
-    regions' neighbourhoods apart.
+    regions' neighbourhoods apart. With `canvas.kernels`, the same sums in one compiled pass (`kernels.ngtdm_sums`).
     """
+    inv_c = 1.0 / torch.arange(9, dtype=torch.float64, device=canvas.levels.device).clamp_min(1)
+    if canvas.kernels:
+        from .kernels import ngtdm_sums
+
+        sums = torch.from_numpy(ngtdm_sums(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels))
+        return canvas.level_hist, (sums * inv_c).sum(2)[:, 1:]
     r = canvas.n_regions
     k = canvas.n_bins
     it = torch.int16 if 9 * k < 2**15 else torch.int32
@@ -43,7 +49,6 @@ def ngtdm_matrix(canvas: Canvas) -> tuple[Tensor, Tensor]:
     num = (g * c - t).abs()  # 0 for a pixel without ROI neighbours, as PyRadiomics' diff = 0
     idx = canvas.key9() + c
     sums = torch.bincount(idx.flatten(), weights=num.flatten().to(torch.float64), minlength=(r + 1) * k * 9)
-    inv_c = 1.0 / torch.arange(9, dtype=torch.float64, device=sums.device).clamp_min(1)
     s_i = (sums.view(r + 1, k, 9) * inv_c).sum(2)[1:, 1:]
     return canvas.level_hist, s_i
 

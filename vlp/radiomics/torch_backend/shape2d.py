@@ -127,8 +127,9 @@ def _sum_squares(t: Tensor) -> Tensor:
     return t * (t + 1) * (2 * t + 1) / 6
 
 
-def compute(canvas: Canvas) -> Tensor:
-    """(R, 9) shape2D features in FEATURE_NAMES order."""
+def _canvas_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(perimeter, mesh surface, maximum diameter, cov yy, cov xx, cov xy), each (R,), from canvas-wide array ops
+    (the path without the compiled kernels)."""
     r = canvas.n_regions
     dt = torch.float64
     dev = canvas.levels.device
@@ -177,6 +178,27 @@ def compute(canvas: Canvas) -> Tensor:
     cyy = _per_region(r, rr, yl**2 * cnt) / n - my**2
     cxx = _per_region(r, rr, sxx) / n - mx**2
     cxy = _per_region(r, rr, yl * sx) / n - mx * my
+    return perimeter, surface, diameter, cyy, cxx, cxy
+
+
+def compute(canvas: Canvas) -> Tensor:
+    """(R, 9) shape2D features in FEATURE_NAMES order (the sums from `kernels.shape_sums` with `canvas.kernels`)."""
+    n = canvas.count
+
+    if canvas.kernels:
+        from .kernels import shape_sums
+
+        sums = torch.from_numpy(shape_sums(canvas.levels.numpy(), canvas.boxes.numpy())).to(torch.float64)
+        cases = sums[:, :16]
+        perimeter = cases @ torch.tensor(_CASE_PERIMETER, dtype=torch.float64)
+        surface = n + cases @ torch.tensor(_CASE_AREA_CORRECTION, dtype=torch.float64)
+        my, mx = sums[:, 16] / n, sums[:, 17] / n
+        cyy = sums[:, 18] / n - my**2
+        cxx = sums[:, 19] / n - mx**2
+        cxy = sums[:, 20] / n - mx * my
+        diameter = torch.sqrt(sums[:, 23]) / 2
+    else:
+        perimeter, surface, diameter, cyy, cxx, cxy = _canvas_sums(canvas)
     half_tr = (cyy + cxx) / 2
     root = torch.sqrt(((cyy - cxx) / 2) ** 2 + cxy**2)
     major_ev = half_tr + root

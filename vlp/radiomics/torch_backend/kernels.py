@@ -1,0 +1,542 @@
+"""Compiled CPU kernels (numba) for the torch radiomics backend: one pass per feature class over the canvas.
+
+Each kernel reads the packed canvas (numpy views of its tensors) and returns the counts that the feature formulas
+of its class need: the packing and the level histograms, the co-occurrence counts (GLCM), the non-empty run-length
+matrix cells (GLRLM), the zones (GLSZM), the dependence counts (GLDM), the neighbourhood-difference sums (NGTDM)
+and the marching-squares case counts and moment sums of shape2D. The counts are integers and equal those of the
+numpy/torch path; the feature formulas stay in the class modules and are shared by both paths, so the features
+agree to rounding (tests/radiomics/test_kernels.py).
+
+The kernels are used only when numba imports, ``ENABLED`` is true (``VLP_RADIOMICS_NUMBA=0`` turns it off) and the
+canvas is on the CPU and packed without the vectorised (GPU) path; the canvas records the choice
+(``Canvas.kernels``). Most kernels walk region by region over the region's box on the canvas: the packing leaves a
+background pixel around every box, so a neighbour look-up one pixel outside a box reads background and a run or
+a zone never leaves its box. Compiled code is cached on disk (``cache=True``, numba's ``__pycache__`` files next to
+this module): the first call in a fresh environment compiles for about 10-15 s (`warm_up`), later processes load
+the cache in a fraction of a second. ``nogil=True``: the kernels release the GIL (threads may run them at once).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # numba is optional: the numpy/torch path is used instead
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):
+        return lambda f: f
+
+
+ENABLED: bool = AVAILABLE and os.environ.get("VLP_RADIOMICS_NUMBA", "1") != "0"
+
+# PyRadiomics' 2D angles (dy, dx) in FORWARD_4 order
+_DY4 = np.array([1, 1, 1, 0], dtype=np.int64)
+_DX4 = np.array([1, 0, -1, 1], dtype=np.int64)
+
+
+def active() -> bool:
+    """Whether the compiled kernels are used for CPU canvases (numba imports and ``ENABLED``)."""
+    return AVAILABLE and ENABLED
+
+
+def warm_up() -> float:
+    """Compile (or load from numba's on-disk cache) the kernels for 8-bit images with the default settings, by
+    extracting every feature of two small regions; returns the seconds it took. The first call in a fresh
+    environment compiles (tens of seconds on a slow CPU); later processes load the cache (about a second).
+    Other image dtypes and settings compile their own variants on first use."""
+    import time
+
+    import torch
+
+    from . import extract
+
+    start = time.perf_counter()
+    images = torch.arange(2 * 12 * 12, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 12, 12)
+    masks = torch.zeros(2, 12, 12, dtype=torch.bool)
+    masks[0, 2:9, 3:11] = True
+    masks[1, 1:11, 4:7] = True
+    boxes = np.array([[2, 8, 3, 10], [1, 10, 4, 6]])
+    extract(images, masks, boxes, ("firstorder", "shape2D", "glcm", "glrlm", "glszm", "gldm", "ngtdm"))
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------------------------
+# packing and discretisation
+
+
+@njit(cache=True, nogil=True)
+def region_min_max(images, masks, boxes, mn, mx):
+    """Smallest and largest intensity inside each region's mask, into mn[k] and mx[k] (preallocated in the images'
+    dtype and set to that dtype's largest and smallest value).
+
+    images, masks (B, H, W); boxes (B, 4) inclusive bounds (r0, r1, c0, c1) of each non-empty mask.
+    """
+    for k in range(boxes.shape[0]):
+        r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        lo, hi = mn[k], mx[k]
+        for y in range(r0, r1 + 1):
+            src = images[k, y, c0 : c1 + 1]
+            inside = masks[k, y, c0 : c1 + 1]
+            for x in range(c1 - c0 + 1):  # selects, not branches: no mispredictions on irregular masks
+                v = src[x]
+                lo = min(lo, v if inside[x] else lo)
+                hi = max(hi, v if inside[x] else hi)
+        mn[k], mx[k] = lo, hi
+
+
+@njit(cache=True, nogil=True)
+def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, subtract_min,
+                levels, region, values, hist):
+    """Copy every region onto the canvas with its gray levels (PyRadiomics' ``binImage``).
+
+    Region k's box (boxes[k] = r0, r1, c0, c1) goes to canvas rows y0[k].. and columns x0[k].., transposed when
+    flip[k] (an image row then fills a canvas column). Levels: with a lookup table (integer intensities, integer
+    bin width w) ``lut[v - lut_min] = v // w`` and the level is ``v // w - (mn // w - 1)`` (no division per
+    pixel); without one (``lut`` empty) ``numpy.digitize(v, e)`` with the region's edges
+    e = edges[edge_start[k] : edge_start[k + 1]] (the number of edges <= v). Writes levels (0 outside the mask),
+    region (k + 1 inside), values (v - mn[k] when subtract_min, else v; 0 outside) and the (B, Ng + 1) level
+    histogram `hist` (column 0 counts the box pixels outside the mask).
+    """
+    n_lut = lut.shape[0]
+    use_lut = n_lut > 0
+    for k in range(boxes.shape[0]):
+        r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        w = c1 - c0 + 1
+        base = 0
+        if use_lut:
+            base = lut[np.int64(mn[k]) - lut_min] - 1
+        e0, e1 = edge_start[k], edge_start[k + 1]
+        low = mn[k]
+        hk = hist[k]
+        for y in range(r0, r1 + 1):
+            src = images[k, y, c0 : c1 + 1]
+            inside = masks[k, y, c0 : c1 + 1]
+            if flip[k]:
+                col = x0[k] + y - r0
+                lv_out = levels[y0[k] : y0[k] + w, col]
+                reg_out = region[y0[k] : y0[k] + w, col]
+                val_out = values[y0[k] : y0[k] + w, col]
+            else:
+                row = y0[k] + y - r0
+                lv_out = levels[row, x0[k] : x0[k] + w]
+                reg_out = region[row, x0[k] : x0[k] + w]
+                val_out = values[row, x0[k] : x0[k] + w]
+            for x in range(w):
+                m = inside[x]
+                v = src[x]
+                if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
+                    lv = lut[min(max(np.int64(v) - lut_min, 0), n_lut - 1)] - base
+                else:  # binary search: number of edges <= v
+                    lo, hi = e0, e1
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if edges[mid] <= v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    lv = lo - e0
+                lv_out[x] = lv * m
+                reg_out[x] = (k + 1) * m
+                if subtract_min:
+                    val_out[x] = (v - low) * m
+                else:
+                    val_out[x] = v * m
+            for x in range(w):
+                hk[lv_out[x]] += 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# texture matrices
+
+
+@njit(cache=True, nogil=True)
+def glcm_counts(levels, boxes, n_levels):
+    """Co-occurrence counts (R, 4, Ng, Ng) int64, not symmetrised: pairs (pixel, pixel + offset of angle a) of
+    region pixels with levels (i, j) add 1 to [region, a, i - 1, j - 1]. boxes (R, 4): (y0, x0, h, w) on the
+    canvas."""
+    r = boxes.shape[0]
+    out = np.zeros((r, 4, n_levels, n_levels), dtype=np.int64)
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        for y in range(y0, y0 + h):
+            for x in range(x0, x0 + w):
+                g = levels[y, x]
+                if g == 0:
+                    continue
+                for a in range(4):
+                    g2 = levels[y + _DY4[a], x + _DX4[a]]
+                    if g2 > 0:
+                        out[k, a, g - 1, g2 - 1] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _line_run_ends(buf, p0, step, count, angle, s1, ends, n):
+    """Append the run ends of one line of a zero-padded buffer (positions p0 + t * step, t < count, starting and
+    ending on padding) to `ends` from index n as codes (level * 4 + angle) * s1 + length; returns the new n.
+
+    Branch-free: every position writes the code of the run ending just before it, and n advances only where the
+    level changes (background runs give level-0 codes, which are ignored)."""
+    prev = buf[p0]
+    start = 0
+    for t in range(1, count):
+        g = buf[p0 + t * step]
+        ch = g != prev
+        ends[n] = (np.int64(prev) * 4 + angle) * s1 + (t - start)
+        n += ch
+        start += ch * (t - start)
+        prev = g
+    return n
+
+
+@njit(cache=True, nogil=True)
+def glrlm_cells(levels, boxes, max_level):
+    """The non-empty cells of every region's run-length matrices: (region * 4 + angle, level, length, count),
+    each (C,) int64, ordered by region, level, angle, length; and the longest run.
+
+    A run is a maximal line of pixels of one gray level along an angle (FORWARD_4 order). Each region's box is
+    copied into a buffer with a zero margin (one row above and below, one column left and right), every line
+    of the four angles is walked once (`_line_run_ends`), and the run ends are counted per (level, angle,
+    length). max_level (R,): each region's largest level.
+    """
+    r = boxes.shape[0]
+    cap = 0
+    hmax = 1
+    wmax = 1
+    n_lv = 1
+    for k in range(r):
+        cap += 4 * min(boxes[k, 2] * boxes[k, 3], max_level[k] * max(boxes[k, 2], boxes[k, 3]))
+        hmax = max(hmax, boxes[k, 2])
+        wmax = max(wmax, boxes[k, 3])
+        n_lv = max(n_lv, max_level[k])
+    side = max(hmax, wmax)
+    s1 = side + 3  # length slots per (level, angle); background runs (level 0) may be side + 2 long
+    local = np.zeros((n_lv + 1) * 4 * s1, dtype=np.int64)
+    buf = np.zeros((hmax + 2) * (wmax + 2), dtype=levels.dtype)
+    ends = np.empty(4 * (hmax + 2) * (wmax + 2), dtype=np.int64)
+    ra = np.empty(cap, dtype=np.int64)
+    lvl = np.empty(cap, dtype=np.int64)
+    ln = np.empty(cap, dtype=np.int64)
+    cnt = np.empty(cap, dtype=np.int64)
+    c = 0
+    nr = 0
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        hb, wb = h + 2, w + 2  # buffer shape; box pixel (i, j) is buffer (i + 1, j + 1)
+        buf[: hb * wb] = 0
+        for i in range(h):
+            buf[(i + 1) * wb + 1 : (i + 1) * wb + 1 + w] = levels[y0 + i, x0 : x0 + w]
+        n = 0
+        for c0 in range(wb):  # lines starting on the top margin row
+            n = _line_run_ends(buf, c0, wb + 1, min(hb, wb - c0), 0, s1, ends, n)  # (1, 1)
+            n = _line_run_ends(buf, c0, wb, hb, 1, s1, ends, n)  # (1, 0)
+            n = _line_run_ends(buf, c0, wb - 1, min(hb, c0 + 1), 2, s1, ends, n)  # (1, -1)
+        for r0 in range(1, hb):  # lines starting on the left / right margin column, and the rows
+            n = _line_run_ends(buf, r0 * wb, wb + 1, min(hb - r0, wb), 0, s1, ends, n)
+            n = _line_run_ends(buf, r0 * wb + wb - 1, wb - 1, min(hb - r0, wb), 2, s1, ends, n)
+            n = _line_run_ends(buf, r0 * wb, 1, wb, 3, s1, ends, n)  # (0, 1)
+        for e in range(n):
+            local[ends[e]] += 1
+        for g in range(1, max_level[k] + 1):
+            for a in range(4):
+                for j in range(1, side + 1):
+                    m = local[(g * 4 + a) * s1 + j]
+                    if m > 0:
+                        ra[c] = k * 4 + a
+                        lvl[c] = g
+                        ln[c] = j
+                        cnt[c] = m
+                        c += 1
+                        nr = max(nr, j)
+                        local[(g * 4 + a) * s1 + j] = 0
+    return ra[:c], lvl[:c], ln[:c], cnt[:c], nr
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, i):
+    """Root of i in a union-find forest, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _join(parent, a, b):
+    """Merge the trees of roots a and b, the larger root under the smaller; returns the new root."""
+    if a < b:
+        parent[b] = a
+        return a
+    parent[a] = b
+    return b
+
+
+@njit(cache=True, nogil=True)
+def glszm_zones(levels, boxes):
+    """Every zone of every region as (region index, gray level, size), each (Z,) int64, in the raster order of
+    each zone's first pixel, region by region.
+
+    A zone is an 8-connected set of pixels of one gray level (PyRadiomics' 2D connectivity). The row runs of a
+    region's box are the nodes of a union-find: a run is joined with every run of the row above that has its level
+    and overlaps it or touches it diagonally (the above run starts at most one column after the run ends and ends
+    at most one column before it starts), found by one merge-like sweep over both rows' runs. Roots are always
+    the smaller run index, so a zone's root is its first run; its size is the summed length of its runs.
+    """
+    r = boxes.shape[0]
+    cap = 0
+    box_max = 1
+    for k in range(r):
+        cap += boxes[k, 2] * boxes[k, 3]
+        box_max = max(box_max, boxes[k, 2] * boxes[k, 3])
+    run_start = np.empty(box_max, dtype=np.int64)
+    run_end = np.empty(box_max, dtype=np.int64)
+    run_level = np.empty(box_max, dtype=np.int64)
+    parent = np.empty(box_max, dtype=np.int64)
+    size = np.empty(box_max, dtype=np.int64)
+    zb = np.empty(cap, dtype=np.int64)
+    zg = np.empty(cap, dtype=np.int64)
+    zs = np.empty(cap, dtype=np.int64)
+    z = 0
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        n = 0
+        prev_lo = prev_hi = 0
+        for i in range(h):
+            row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
+            cur_lo = n
+            x = 1
+            while x <= w:
+                g = row[x]
+                if g == 0:
+                    x += 1
+                    continue
+                first = x
+                while row[x + 1] == g:
+                    x += 1
+                run_start[n] = first
+                run_end[n] = x
+                run_level[n] = g
+                parent[n] = n
+                size[n] = 0
+                n += 1
+                x += 1
+            j = prev_lo
+            for c in range(cur_lo, n):
+                while j < prev_hi and run_end[j] < run_start[c] - 1:
+                    j += 1
+                t = j
+                while t < prev_hi and run_start[t] <= run_end[c] + 1:
+                    if run_level[t] == run_level[c]:
+                        a = _find(parent, t)
+                        b = _find(parent, c)
+                        if a != b:
+                            _join(parent, a, b)
+                    t += 1
+            prev_lo, prev_hi = cur_lo, n
+        for c in range(n):
+            size[_find(parent, c)] += run_end[c] - run_start[c] + 1
+        for c in range(n):
+            if parent[c] == c:
+                zb[z] = k
+                zg[z] = run_level[c]
+                zs[z] = size[c]
+                z += 1
+    return zb[:z], zg[:z], zs[:z]
+
+
+@njit(cache=True, nogil=True)
+def gldm_counts(levels, boxes, n_levels, alpha):
+    """Dependence counts (R, Ng, 9) int64: region pixels by gray level and dependence, the number (0..8) of their
+    8 neighbours in the region whose level differs by at most alpha (an integer: floor of PyRadiomics' gldm_a,
+    levels being integers).
+
+    Row by row, the codes level * 9 + dependence are computed first (a loop without data-dependent stores, which
+    the compiler can vectorise) and counted after; background pixels count into the unused level 0.
+    """
+    r = boxes.shape[0]
+    out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
+    wmax = 1
+    for k in range(r):
+        wmax = max(wmax, boxes[k, 3])
+    code = np.empty(wmax, dtype=np.int64)
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        o = out[k].reshape(-1)
+        for y in range(y0, y0 + h):
+            a = levels[y - 1, x0 - 1 : x0 + w + 1]  # the rows above, at and below y, one pixel wider each side
+            b = levels[y, x0 - 1 : x0 + w + 1]
+            c = levels[y + 1, x0 - 1 : x0 + w + 1]
+            if alpha == 0:
+                for x in range(1, w + 1):
+                    g = b[x]
+                    d = ((a[x - 1] == g) + (a[x] == g) + (a[x + 1] == g) + (b[x - 1] == g) + (b[x + 1] == g)
+                         + (c[x - 1] == g) + (c[x] == g) + (c[x + 1] == g))
+                    code[x - 1] = np.int64(g) * 9 + d
+            else:
+                for x in range(1, w + 1):
+                    g = np.int64(b[x])
+                    d = 0
+                    for n in (a[x - 1], a[x], a[x + 1], b[x - 1], b[x + 1], c[x - 1], c[x], c[x + 1]):
+                        d += (n > 0) & (abs(np.int64(n) - g) <= alpha)
+                    code[x - 1] = g * 9 + d
+            for x in range(w):
+                o[code[x]] += 1
+    return out[:, 1:, :]
+
+
+@njit(cache=True, nogil=True)
+def ngtdm_sums(levels, boxes, n_levels):
+    """(R, Ng + 1, 9) float64: per region, gray level g and number c of region neighbours (of the 8), the sum of
+    |g * c - t| over the pixels, t the sum of their neighbours' levels (integers, exact in float64). Dividing by
+    c gives NGTDM's s_i; a pixel without neighbours adds 0, as in PyRadiomics. Background pixels add to the unused
+    level 0. Computed row by row as in `gldm_counts`: the codes and numerators first, then the sums."""
+    r = boxes.shape[0]
+    out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
+    wmax = 1
+    for k in range(r):
+        wmax = max(wmax, boxes[k, 3])
+    code = np.empty(wmax, dtype=np.int64)
+    num = np.empty(wmax, dtype=np.int64)
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        o = out[k].reshape(-1)
+        for y in range(y0, y0 + h):
+            a = levels[y - 1, x0 - 1 : x0 + w + 1]
+            b = levels[y, x0 - 1 : x0 + w + 1]
+            c = levels[y + 1, x0 - 1 : x0 + w + 1]
+            for x in range(1, w + 1):
+                g = np.int64(b[x])
+                t = 0
+                n = 0
+                for v in (a[x - 1], a[x], a[x + 1], b[x - 1], b[x + 1], c[x - 1], c[x], c[x + 1]):
+                    t += np.int64(v)
+                    n += v > 0
+                code[x - 1] = g * 9 + n
+                num[x - 1] = abs(g * n - t)
+            for x in range(w):
+                o[code[x]] += num[x]
+    return out.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shape
+
+
+@njit(cache=True, nogil=True)
+def shape_sums(levels, boxes):
+    """Per region (R, 24) int64: the number of 2x2 windows of each marching-squares case (16 columns), the pixel
+    coordinate moments (sum y, sum x, sum y^2, sum x^2, sum x y, in box coordinates, pixel count) and the
+    squared maximum diameter in doubled coordinates (column 23).
+
+    Windows: every 2x2 window of the box grown by one pixel, case = corners (0,0) + 2 (0,1) + 4 (1,1) + 8 (1,0)
+    (the perimeter and mesh area are sums of per-case weights). Diameter: the contour vertices are the midpoints
+    of edges between a region pixel and a background pixel, (2y, 2x + 1) and (2y + 1, 2x) in doubled coordinates;
+    only a vertex that is the first or last of its doubled row and of its doubled column can be on the convex
+    hull, and those candidates are compared pairwise. All integers: exact.
+    """
+    r = boxes.shape[0]
+    out = np.zeros((r, 24), dtype=np.int64)
+    side = 1
+    for k in range(r):
+        side = max(side, boxes[k, 2], boxes[k, 3])
+    row_lo = np.empty(2 * side + 3, dtype=np.int64)
+    row_hi = np.empty(2 * side + 3, dtype=np.int64)
+    col_lo = np.empty(2 * side + 3, dtype=np.int64)
+    col_hi = np.empty(2 * side + 3, dtype=np.int64)
+    cap = 2 * (side + 2) * (side + 2)
+    vy = np.empty(cap, dtype=np.int64)
+    vx = np.empty(cap, dtype=np.int64)
+    cases = np.zeros((4, 16), dtype=np.int64)  # four interleaved histograms: no chain of updates to one counter
+    m0 = np.zeros(side + 2, dtype=np.int64)
+    m1 = np.zeros(side + 2, dtype=np.int64)
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        cases[:] = 0
+        sy = sx = syy = sxx = sxy = npix = 0
+        for i in range(2 * h + 3):
+            row_lo[i] = 2**62
+            row_hi[i] = -1
+        for i in range(2 * w + 3):
+            col_lo[i] = 2**62
+            col_hi[i] = -1
+        n = 0
+        m1[: w + 2] = 0  # mask of box row -1 (background), columns -1..w
+        for y in range(-1, h):
+            m0[: w + 2] = m1[: w + 2]
+            if y + 1 < h:
+                row = levels[y0 + y + 1, x0 - 1 : x0 + w + 1]
+                for x in range(w + 2):
+                    m1[x] = row[x] > 0
+            else:
+                m1[: w + 2] = 0
+            for x in range(w + 1):  # windows with top-left corner (y, x - 1)
+                cases[x & 3, m0[x] + 2 * m0[x + 1] + 4 * m1[x + 1] + 8 * m1[x]] += 1
+            for x in range(w):  # vertical edges between rows y and y + 1, column x
+                vy[n] = 2 * y + 2
+                vx[n] = 2 * x + 1
+                n += m0[x + 1] != m1[x + 1]
+            if y + 1 < h:
+                yy = y + 1
+                cnt = 0
+                s1 = 0
+                s2 = 0
+                for x in range(w):
+                    cnt += m1[x + 1]
+                    s1 += m1[x + 1] * x
+                    s2 += m1[x + 1] * x * x
+                npix += cnt
+                sy += cnt * yy
+                syy += cnt * yy * yy
+                sx += s1
+                sxx += s2
+                sxy += s1 * yy
+                for x in range(-1, w):  # horizontal edges between columns x and x + 1 of row yy
+                    vy[n] = 2 * yy + 1
+                    vx[n] = 2 * x + 2
+                    n += m1[x + 1] != m1[x + 2]
+        # candidates: first or last vertex of their doubled row and of their doubled column (coordinates + 1)
+        for i in range(n):
+            row_lo[vy[i]] = min(row_lo[vy[i]], vx[i])
+            row_hi[vy[i]] = max(row_hi[vy[i]], vx[i])
+            col_lo[vx[i]] = min(col_lo[vx[i]], vy[i])
+            col_hi[vx[i]] = max(col_hi[vx[i]], vy[i])
+        m = 0
+        for i in range(n):
+            keep = ((vx[i] == row_lo[vy[i]]) | (vx[i] == row_hi[vy[i]])) & (
+                (vy[i] == col_lo[vx[i]]) | (vy[i] == col_hi[vx[i]]))
+            vy[m] = vy[i]
+            vx[m] = vx[i]
+            m += keep
+        d2 = 0
+        for i in range(m):
+            for j in range(i + 1, m):
+                d2 = max(d2, (vy[i] - vy[j]) ** 2 + (vx[i] - vx[j]) ** 2)
+        for c in range(16):
+            out[k, c] = cases[0, c] + cases[1, c] + cases[2, c] + cases[3, c]
+        out[k, 16] = sy
+        out[k, 17] = sx
+        out[k, 18] = syy
+        out[k, 19] = sxx
+        out[k, 20] = sxy
+        out[k, 21] = npix
+        out[k, 23] = d2
+    return out
+
+
+@njit(cache=True, nogil=True)
+def value_histogram(values, boxes, levels, span):
+    """(R, span) int64 counts of the integer intensity offsets (value - region minimum, 0..span-1) per region."""
+    r = boxes.shape[0]
+    out = np.zeros((r, span), dtype=np.int64)
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        for y in range(y0, y0 + h):
+            for x in range(x0, x0 + w):
+                if levels[y, x] > 0:
+                    out[k, values[y, x]] += 1
+    return out
