@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from vlp.data import demo
 from vlp.data.demo import (
     FINDINGS,
     DemoConfig,
@@ -245,6 +246,14 @@ def test_generate_dataset_manifest_and_idempotence(tmp_path):
     assert (tmp_path / "a" / rows[0]["image"]).is_file()
     generate_demo_dataset(tmp_path / "a", n_train=14, n_test=6, seed=4, config=config)
     assert manifest.read_text() != again.read_text()
+    # a cache written by other generator code (another source hash, same version number) is regenerated
+    info_path = tmp_path / "b" / "demo_info.json"
+    info = json.loads(info_path.read_text())
+    assert info["generator_hash"] == demo._generator_hash()
+    info_path.write_text(json.dumps({**info, "generator_hash": "0" * 16}))
+    stamp = again.stat().st_mtime_ns
+    generate_demo_dataset(tmp_path / "b", n_train=14, n_test=6, seed=3, config=config)
+    assert again.stat().st_mtime_ns != stamp and json.loads(info_path.read_text()) == info
 
 
 def test_default_demo_dir(monkeypatch, tmp_path):

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ FINDINGS: tuple[str, ...] = (
 """The findings drawn by the generator; `label_vector` in the manifest follows this order."""
 
 GENERATOR_VERSION = 1
-"""Bumped whenever the pixels or the reports change, so that a cached dataset is regenerated."""
+"""Bumped whenever the pixels or the reports change, so that a cached dataset is regenerated. The cache also
+records a hash of this file (`_info`), so an edit that forgets the bump regenerates it too."""
 
 Side = Literal["right", "left"]
 """The patient's side (right = image left, in the radiological convention)."""
@@ -948,9 +950,15 @@ def default_demo_dir() -> Path:
     return Path(root).expanduser() / "demo" if root else Path.home() / ".cache" / "vlp" / "demo"
 
 
+def _generator_hash() -> str:
+    """SHA-256 (first 16 hex digits) of this module's source: a cache written by other generator code is stale."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _info(config: DemoConfig, n_train: int, n_test: int) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
+        "generator_hash": _generator_hash(),
         "config": dataclasses.asdict(config),
         "n_train": n_train,
         "n_test": n_test,
