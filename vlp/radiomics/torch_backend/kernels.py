@@ -350,6 +350,15 @@ def glszm_zones(levels, boxes):
 
 
 @njit(cache=True, nogil=True)
+def _widest_box(boxes):
+    """The largest box width (column 3 of (y0, x0, h, w) boxes), at least 1: the length of a row buffer."""
+    wmax = 1
+    for k in range(boxes.shape[0]):
+        wmax = max(wmax, boxes[k, 3])
+    return wmax
+
+
+@njit(cache=True, nogil=True)
 def gldm_counts(levels, boxes, n_levels, alpha):
     """Dependence counts (R, Ng, 9) int64: region pixels by gray level and dependence, the number (0..8) of their
     8 neighbours in the region whose level differs by at most alpha (an integer: floor of PyRadiomics' gldm_a,
@@ -360,9 +369,7 @@ def gldm_counts(levels, boxes, n_levels, alpha):
     """
     r = boxes.shape[0]
     out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
-    wmax = 1
-    for k in range(r):
-        wmax = max(wmax, boxes[k, 3])
+    wmax = _widest_box(boxes)
     code = np.empty(wmax, dtype=np.int64)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
@@ -397,9 +404,7 @@ def ngtdm_sums(levels, boxes, n_levels):
     level 0. Computed row by row as in `gldm_counts`: the codes and numerators first, then the sums."""
     r = boxes.shape[0]
     out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
-    wmax = 1
-    for k in range(r):
-        wmax = max(wmax, boxes[k, 3])
+    wmax = _widest_box(boxes)
     code = np.empty(wmax, dtype=np.int64)
     num = np.empty(wmax, dtype=np.int64)
     for k in range(r):
