@@ -224,10 +224,10 @@ def window_linear(x: np.ndarray, center: float, width: float, function: str = "L
     return np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 
-def _load_dicom(path: Path) -> np.ndarray:
+def _read_dicom(path: Path):
+    """(dataset, pixels of its first frame) of a DICOM file; a missing, truncated or undecodable pixel array
+    raises `BadImageError`."""
     pydicom = _import_pydicom()
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:
@@ -243,9 +243,17 @@ def _load_dicom(path: Path) -> np.ndarray:
         raise BadImageError(path, reason, text) from e
     try:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except Exception as e:
+        raise BadImageError(path, SkipReason.UNREADABLE_DICOM, f"{type(e).__name__}: {e}") from e
+    return ds, (raw[0] if frames > 1 else raw)
+
+
+def _load_dicom(path: Path) -> np.ndarray:
+    ds, raw = _read_dicom(path)  # first: it says how to install pydicom when it is missing
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
         samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-        if frames > 1:
-            raw = raw[0]
         if samples > 1:  # colour DICOM (rare for CXR): luma of the 8-bit channels
             return np.clip((raw[..., :3].astype(np.float64) @ _LUMA) / (2.0 ** int(ds.BitsStored) - 1), 0, 1)
         values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
@@ -294,14 +302,10 @@ def load_raw_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = check_image_file(Path(path).expanduser())
     if is_dicom(path):
-        pydicom = _import_pydicom()
+        ds, raw = _read_dicom(path)  # first: it says how to install pydicom when it is missing
         from pydicom.pixels import apply_modality_lut
 
         try:
-            ds = pydicom.dcmread(str(path))
-            raw = ds.pixel_array
-            if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-                raw = raw[0]
             array = np.asarray(apply_modality_lut(raw, ds))
         except Exception as e:
             raise BadImageError(path, SkipReason.UNREADABLE_DICOM, f"{type(e).__name__}: {e}") from e
