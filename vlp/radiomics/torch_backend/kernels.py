@@ -158,40 +158,56 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
 def glcm_counts(levels, boxes, n_levels):
     """Co-occurrence counts (R, 4, Ng, Ng) int64, not symmetrised: pairs (pixel, pixel + offset of angle a) of
     region pixels with levels (i, j) add 1 to [region, a, i - 1, j - 1]. boxes (R, 4): (y0, x0, h, w) on the
-    canvas."""
+    canvas.
+
+    Every pair is counted without a branch into a table that includes level 0 (pairs with background land in its
+    row and column 0, dropped after); with few levels there are four copies of the table, by column mod 4, so
+    neighbouring pixels, which often have the same pair, do not wait on each other's additions."""
     r = boxes.shape[0]
     out = np.zeros((r, 4, n_levels, n_levels), dtype=np.int64)
+    k1 = n_levels + 1
+    copies = _copies(4 * k1 * k1)
+    table = np.zeros((copies, 4, k1 * k1), dtype=np.int32)  # (a region has fewer than 2**31 pixels)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         for y in range(y0, y0 + h):
-            for x in range(x0, x0 + w):
-                g = levels[y, x]
-                if g == 0:
-                    continue
-                for a in range(4):
-                    g2 = levels[y + _DY4[a], x + _DX4[a]]
-                    if g2 > 0:
-                        out[k, a, g - 1, g2 - 1] += 1
+            b = levels[y, x0 - 1 : x0 + w + 1]  # this row and the next, one pixel wider on each side
+            c = levels[y + 1, x0 - 1 : x0 + w + 1]
+            for x in range(1, w + 1):
+                g = np.int64(b[x]) * k1
+                t = table[x & (copies - 1)]
+                t[0, g + c[x + 1]] += 1  # (1, 1)
+                t[1, g + c[x]] += 1  # (1, 0)
+                t[2, g + c[x - 1]] += 1  # (1, -1)
+                t[3, g + b[x + 1]] += 1  # (0, 1)
+        for a in range(4):  # sum the copies, without level 0
+            for i in range(1, k1):
+                for j in range(1, k1):
+                    total = 0
+                    for cp in range(copies):
+                        total += table[cp, a, i * k1 + j]
+                    out[k, a, i - 1, j - 1] = total
+        table[:] = 0
     return out
 
 
 @njit(cache=True, nogil=True)
-def _line_run_ends(buf, p0, step, count, angle, s1, ends, n):
-    """Append the run ends of one line of a zero-padded buffer (positions p0 + t * step, t < count, starting and
-    ending on padding) to `ends` from index n as codes (level * 4 + angle) * s1 + length; returns the new n.
+def _copies(cells):
+    """How many copies of a counting table of `cells` entries to interleave: 4 while they stay small (64K cells),
+    else 1."""
+    return 4 if cells <= 2**16 else 1
 
-    Branch-free: every position writes the code of the run ending just before it, and n advances only where the
-    level changes (background runs give level-0 codes, which are ignored)."""
-    prev = buf[p0]
-    start = 0
-    for t in range(1, count):
-        g = buf[p0 + t * step]
-        ch = g != prev
-        ends[n] = (np.int64(prev) * 4 + angle) * s1 + (t - start)
-        n += ch
-        start += ch * (t - start)
-        prev = g
-    return n
+
+@njit(cache=True, nogil=True)
+def _sum_copies(table, out):
+    """out[j] = the sum of table[:, j] over the copies (out flat, of table's width); zeroes the table for the next
+    region. Scalar loops: numba's array expressions and slices cost microseconds each, too much per region."""
+    for j in range(out.shape[0]):
+        total = 0
+        for cp in range(table.shape[0]):
+            total += table[cp, j]
+            table[cp, j] = 0
+        out[j] = total
 
 
 @njit(cache=True, nogil=True)
@@ -200,9 +216,13 @@ def glrlm_cells(levels, boxes, max_level):
     each (C,) int64, ordered by region, level, angle, length; and the longest run.
 
     A run is a maximal line of pixels of one gray level along an angle (FORWARD_4 order). Each region's box is
-    copied into a buffer with a zero margin (one row above and below, one column left and right), every line
-    of the four angles is walked once (`_line_run_ends`), and the run ends are counted per (level, angle,
-    length). max_level (R,): each region's largest level.
+    walked row by row. For the three angles that go down a row, the length of the run so far at each pixel is one
+    more than at its predecessor in the row above if that has the same level, else 1 (a loop over the row with no
+    dependence between pixels); for the angle along the row it is the distance to the last level change. A run
+    ends at a pixel whose successor along the angle has another level; its (level, angle, length) cell is counted.
+    Every pixel adds 1 to a table without a branch: a run end to its cell, any other pixel (and background) to a
+    spare slot (one per angle and column mod 8, so consecutive additions rarely hit the same slot).
+    max_level (R,): each region's largest level.
     """
     r = boxes.shape[0]
     cap = 0
@@ -215,10 +235,10 @@ def glrlm_cells(levels, boxes, max_level):
         wmax = max(wmax, boxes[k, 3])
         n_lv = max(n_lv, max_level[k])
     side = max(hmax, wmax)
-    s1 = side + 3  # length slots per (level, angle); background runs (level 0) may be side + 2 long
-    local = np.zeros((n_lv + 1) * 4 * s1, dtype=np.int64)
-    buf = np.zeros((hmax + 2) * (wmax + 2), dtype=levels.dtype)
-    ends = np.empty(4 * (hmax + 2) * (wmax + 2), dtype=np.int64)
+    s1 = side + 1  # length slots per (level, angle)
+    spare = (n_lv + 1) * 4 * s1
+    table = np.zeros(spare + 32, dtype=np.int64)
+    run = np.zeros((2, 3, wmax + 2), dtype=np.int32)  # run lengths so far: [row parity, angle 0..2, column + 1]
     ra = np.empty(cap, dtype=np.int64)
     lvl = np.empty(cap, dtype=np.int64)
     ln = np.empty(cap, dtype=np.int64)
@@ -227,25 +247,35 @@ def glrlm_cells(levels, boxes, max_level):
     nr = 0
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        hb, wb = h + 2, w + 2  # buffer shape; box pixel (i, j) is buffer (i + 1, j + 1)
-        buf[: hb * wb] = 0
+        run[:, :, : w + 2] = 0
         for i in range(h):
-            buf[(i + 1) * wb + 1 : (i + 1) * wb + 1 + w] = levels[y0 + i, x0 : x0 + w]
-        n = 0
-        for c0 in range(wb):  # lines starting on the top margin row
-            n = _line_run_ends(buf, c0, wb + 1, min(hb, wb - c0), 0, s1, ends, n)  # (1, 1)
-            n = _line_run_ends(buf, c0, wb, hb, 1, s1, ends, n)  # (1, 0)
-            n = _line_run_ends(buf, c0, wb - 1, min(hb, c0 + 1), 2, s1, ends, n)  # (1, -1)
-        for r0 in range(1, hb):  # lines starting on the left / right margin column, and the rows
-            n = _line_run_ends(buf, r0 * wb, wb + 1, min(hb - r0, wb), 0, s1, ends, n)
-            n = _line_run_ends(buf, r0 * wb + wb - 1, wb - 1, min(hb - r0, wb), 2, s1, ends, n)
-            n = _line_run_ends(buf, r0 * wb, 1, wb, 3, s1, ends, n)  # (0, 1)
-        for e in range(n):
-            local[ends[e]] += 1
+            before, now = run[i & 1], run[(i + 1) & 1]
+            up = levels[y0 + i - 1, x0 - 1 : x0 + w + 1]  # the rows above, at and below, with the margin columns
+            row = levels[y0 + i, x0 - 1 : x0 + w + 1]
+            down = levels[y0 + i + 1, x0 - 1 : x0 + w + 1]
+            for x in range(1, w + 1):
+                g = row[x]
+                now[0, x] = (up[x - 1] == g) * before[0, x - 1] + 1  # (1, 1): predecessor up-left
+                now[1, x] = (up[x] == g) * before[1, x] + 1  # (1, 0)
+                now[2, x] = (up[x + 1] == g) * before[2, x + 1] + 1  # (1, -1): predecessor up-right
+            for x in range(1, w + 1):
+                g = np.int64(row[x])
+                cell = g * 4 * s1
+                slot = spare + (x & 7) * 4
+                live = g > 0
+                table[cell + now[0, x] if live & (down[x + 1] != g) else slot] += 1
+                table[cell + s1 + now[1, x] if live & (down[x] != g) else slot + 1] += 1
+                table[cell + 2 * s1 + now[2, x] if live & (down[x - 1] != g) else slot + 2] += 1
+            start = 0  # (0, 1): the run so far starts after the last change
+            for x in range(1, w + 1):
+                g = np.int64(row[x])
+                change = row[x + 1] != g
+                table[g * 4 * s1 + 3 * s1 + x - start if change & (g > 0) else spare + (x & 7) * 4 + 3] += 1
+                start = x if change else start
         for g in range(1, max_level[k] + 1):
             for a in range(4):
                 for j in range(1, side + 1):
-                    m = local[(g * 4 + a) * s1 + j]
+                    m = table[(g * 4 + a) * s1 + j]
                     if m > 0:
                         ra[c] = k * 4 + a
                         lvl[c] = g
@@ -253,7 +283,7 @@ def glrlm_cells(levels, boxes, max_level):
                         cnt[c] = m
                         c += 1
                         nr = max(nr, j)
-                        local[(g * 4 + a) * s1 + j] = 0
+                        table[(g * 4 + a) * s1 + j] = 0
     return ra[:c], lvl[:c], ln[:c], cnt[:c], nr
 
 
@@ -371,9 +401,10 @@ def gldm_counts(levels, boxes, n_levels, alpha):
     out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
     wmax = _widest_box(boxes)
     code = np.empty(wmax, dtype=np.int64)
+    copies = _copies((n_levels + 1) * 9)
+    table = np.zeros((copies, (n_levels + 1) * 9), dtype=np.int64)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        o = out[k].reshape(-1)
         for y in range(y0, y0 + h):
             a = levels[y - 1, x0 - 1 : x0 + w + 1]  # the rows above, at and below y, one pixel wider each side
             b = levels[y, x0 - 1 : x0 + w + 1]
@@ -392,7 +423,8 @@ def gldm_counts(levels, boxes, n_levels, alpha):
                         d += (n > 0) & (abs(np.int64(n) - g) <= alpha)
                     code[x - 1] = g * 9 + d
             for x in range(w):
-                o[code[x]] += 1
+                table[x & (copies - 1), code[x]] += 1
+        _sum_copies(table, out[k].reshape(-1))
     return out[:, 1:, :]
 
 
@@ -407,9 +439,10 @@ def ngtdm_sums(levels, boxes, n_levels):
     wmax = _widest_box(boxes)
     code = np.empty(wmax, dtype=np.int64)
     num = np.empty(wmax, dtype=np.int64)
+    copies = _copies((n_levels + 1) * 9)
+    table = np.zeros((copies, (n_levels + 1) * 9), dtype=np.int64)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        o = out[k].reshape(-1)
         for y in range(y0, y0 + h):
             a = levels[y - 1, x0 - 1 : x0 + w + 1]
             b = levels[y, x0 - 1 : x0 + w + 1]
@@ -424,7 +457,8 @@ def ngtdm_sums(levels, boxes, n_levels):
                 code[x - 1] = g * 9 + n
                 num[x - 1] = abs(g * n - t)
             for x in range(w):
-                o[code[x]] += num[x]
+                table[x & (copies - 1), code[x]] += num[x]
+        _sum_copies(table, out[k].reshape(-1))
     return out.astype(np.float64)
 
 
