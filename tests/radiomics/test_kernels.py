@@ -98,10 +98,12 @@ def test_packing_matches_numpy(pair):
 def test_texture_counts_match_numpy(pair):
     on, off = pair
     assert torch.equal(glcm.pair_counts(on), glcm.pair_counts(off))
-    cells_on, cells_off = glrlm.run_cells(on), glrlm.run_cells(off)
-    assert cells_on[4] == cells_off[4]  # longest run
-    for a, b in zip(cells_on[:4], cells_off[:4]):  # the same non-empty cells in the same order
-        assert torch.equal(a, b)
+    by_level, by_length, entropy = glrlm.run_sums(on)
+    by_level_off, by_length_off, entropy_off = glrlm.run_sums(off)
+    assert torch.equal(by_length, by_length_off)  # run counts by length: integers
+    assert torch.equal(by_level[:3], by_level_off[:3])  # sums of count * 1, j, j^2: integers
+    torch.testing.assert_close(by_level[3], by_level_off[3], rtol=1e-14, atol=0)  # count / j^2
+    torch.testing.assert_close(entropy, entropy_off, rtol=1e-13, atol=1e-15)
     for alpha in (0, 1.5):
         assert torch.equal(gldm.gldm_matrix(on, alpha), gldm.gldm_matrix(off, alpha))
     n_on, s_on = ngtdm.ngtdm_matrix(on)
@@ -146,11 +148,19 @@ def test_hand_counted_checkerboard():
     lv = np.zeros((5, 7), dtype=np.uint8)
     lv[1:4, 1:5] = 1 + np.indices((3, 4)).sum(0) % 2
     boxes = np.array([[1, 1, 3, 4]])
-    ra, lvl, ln, cnt, nr = kernels.glrlm_cells(lv, boxes, np.array([2]))
-    cells = {(int(a), int(g), int(j)): int(c) for a, g, j, c in zip(ra, lvl, ln, cnt)}
-    assert cells[(1, 1, 1)] == 6 and cells[(3, 2, 1)] == 6  # vertical / horizontal: 12 one-pixel runs
-    assert [cells[(0, g, j)] for g in (1, 2) for j in (1, 2, 3)] == [1, 1, 1, 1, 1, 1]
-    assert nr == 3 and len(cells) == 2 + 2 + 6 + 6  # (1, -1) diagonals: the same lengths
+    by_level, by_length, entropy, nr = kernels.glrlm_sums(lv, boxes, np.array([2]), 2)
+    assert nr == 3
+    # vertical and horizontal: 12 one-pixel runs, 6 of each level; each diagonal: one run of each length 1, 2, 3
+    # per level (lengths 2, 3, 1 of level 1 and 1, 3, 2 of level 2 along (1, 1); the same along (1, -1))
+    assert by_length[0, :, :3].tolist() == [[2, 2, 2], [12, 0, 0], [2, 2, 2], [12, 0, 0]]
+    assert by_level[0, 0].tolist() == [[3, 3], [6, 6], [3, 3], [6, 6]]  # runs by angle and level
+    assert by_level[1, 0, 0].tolist() == [6, 6]  # (1, 1): pixels by level, 1 + 2 + 3
+    assert by_level[2, 0, 0].tolist() == [14, 14]  # sum of j^2: 1 + 4 + 9
+    assert by_level[3, 0, 0].tolist() == [1 + 1 / 4 + 1 / 9] * 2
+    p_diagonal, p_single = 1 / 6, 1 / 2  # each diagonal cell holds 1 of 6 runs; one-pixel runs: 6 of 12
+    h_diagonal = -6 * p_diagonal * np.log2(p_diagonal + np.spacing(1))
+    h_single = -2 * p_single * np.log2(p_single + np.spacing(1))
+    np.testing.assert_allclose(entropy[0], [h_diagonal, h_single, h_diagonal, h_single], rtol=1e-15)
 
     zb, zg, zs = kernels.glszm_zones(lv, boxes)
     assert sorted(zip(zg.tolist(), zs.tolist())) == [(1, 6), (2, 6)]

@@ -123,15 +123,8 @@ def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     and Nr (the longest run).
 
     One bincount over the codes (key, angle, length) of every run gives the matrices of all regions and angles
-    at once (in numpy on the CPU, where its integer arithmetic is several times faster). With `canvas.kernels`,
-    one compiled pass over each region's box walks the runs (`kernels.glrlm_cells`, the same cells in the same order).
+    at once (in numpy on the CPU, where its integer arithmetic is several times faster).
     """
-    if canvas.kernels:
-        from .kernels import glrlm_cells
-
-        ra, lvl, ln, cnt, nr = glrlm_cells(fast_view(canvas.levels), canvas.boxes.numpy(),
-                                           canvas.max_level.numpy().astype(np.int64))
-        return tuple(torch.from_numpy(t) for t in (ra, lvl, ln, cnt)) + (int(nr),)
     k = canvas.n_bins
     layouts = line_layouts(canvas.key, canvas.shelves)
     runs = [_runs(line) for line in layouts[:3]] + [row_runs(canvas)]
@@ -149,6 +142,37 @@ def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     return (key // k - 1) * 4 + (cell // nr) % 4, key % k, cell % nr + 1, count, nr
 
 
+def run_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
+    """What the features need of the run-length matrices, per region and angle:
+
+    - by_level (4, R, 4, Ng) float64: sums over the run lengths j of count(i, j) * w(j), w = 1, j, j^2, 1 / j^2;
+    - by_length (R, 4, Nr) float64: the number of runs of each length (Nr the longest run);
+    - entropy (R, 4) float64: -sum over the non-empty cells of p log2(p + eps), p = count / number of runs.
+
+    From the non-empty cells (`run_cells`, a few weighted bincounts) or, with `canvas.kernels`, summed by the
+    compiled pass that walks the runs (`kernels.glrlm_sums`, no list of cells).
+    """
+    r, ng = canvas.n_regions, canvas.n_levels
+    if canvas.kernels:
+        from .kernels import glrlm_sums
+
+        by_level, by_length, entropy, nr = glrlm_sums(fast_view(canvas.levels), canvas.boxes.numpy(),
+                                                      canvas.max_level.numpy().astype(np.int64), ng)
+        return (torch.from_numpy(by_level), torch.from_numpy(by_length[:, :, :nr].astype(np.float64)),
+                torch.from_numpy(entropy))
+    ra, lvl, ln, cnt, nr = run_cells(canvas)
+    cnt = cnt.to(torch.float64)
+    j = ln.to(torch.float64)
+    j2 = j**2
+    cell_rag = ra * ng + (lvl - 1)
+    by_level = torch.stack([torch.bincount(cell_rag, weights=w, minlength=r * 4 * ng)
+                            for w in (cnt, cnt * j, cnt * j2, cnt / j2)]).view(4, r, 4, ng)
+    by_length = torch.bincount(ra * nr + (ln - 1), weights=cnt, minlength=r * 4 * nr).view(r, 4, nr)
+    n_runs = by_level[0].sum(2).flatten()
+    entropy = torch.bincount(ra, weights=entropy_terms(cnt / n_runs[ra]), minlength=r * 4).view(r, 4)
+    return by_level, by_length, entropy
+
+
 def _multi_element(canvas: Canvas) -> Tensor:
     """(R, 4) whether some line of the angle holds more than one ROI pixel of the region (PyRadiomics
     empties the angle otherwise). Two ROI pixels adjacent along the angle settle it; only the regions
@@ -164,25 +188,17 @@ def _multi_element(canvas: Canvas) -> Tensor:
 
 
 def compute(canvas: Canvas) -> Tensor:
-    """(R, 16) GLRLM features in FEATURE_NAMES order, from the non-empty matrix cells.
+    """(R, 16) GLRLM features in FEATURE_NAMES order, from sums over the matrices (`run_sums`).
 
-    Per (region, angle): Nr runs, pr(j) runs of length j, pg(i) runs of level i; the joint emphases and
-    the entropy are sums over the cells (a few weighted bincounts). Angles of a region without a
-    multi-pixel line are dropped (the nanmean skips them).
+    Per (region, angle): Nr runs, pr(j) runs of length j, pg(i) runs of level i; the joint emphases are the
+    sums by level of count * g(j) times a column f(i). Angles of a region without a multi-pixel line are dropped
+    (the nanmean skips them).
     """
-    r = canvas.n_regions
-    ng = canvas.n_levels
     dt = torch.float64
     dev = canvas.levels.device
-    ra, lvl, ln, cnt, nr = run_cells(canvas)
-    cnt = cnt.to(dt)
-    j = ln.to(dt)
-    j2 = j**2
-    # every emphasis is a sum of count * g(j) * f(i): one weighted bincount per g over (region, angle, level)
-    # (g = 1 gives pg), then a product with the f columns
-    cell_rag = ra * ng + (lvl - 1)
-    by_level = torch.stack([torch.bincount(cell_rag, weights=w, minlength=r * 4 * ng)
-                            for w in (cnt, cnt * j, cnt * j2, cnt / j2)]).view(4, r, 4, ng)
+    # every emphasis is a sum of count * g(j) * f(i): the sums by level of count * g(j), times the f columns
+    by_level, pr, run_entropy = run_sums(canvas)
+    ng, nr = by_level.shape[3], pr.shape[2]
     iv = torch.arange(1, ng + 1, dtype=dt, device=dev)
     i2 = iv**2
     sums = by_level @ torch.stack([torch.ones_like(iv), i2, 1 / i2], dim=1)  # (4 g, R, 4, 3 f)
@@ -191,13 +207,11 @@ def compute(canvas: Canvas) -> Tensor:
     nrs = torch.where(n_runs > 0, n_runs, torch.ones_like(n_runs))
     emphasis = sums / nrs[:, :, None]
     pg = by_level[0]  # (R, 4, Ng)
-    pr = torch.bincount(ra * nr + (ln - 1), weights=cnt, minlength=r * 4 * nr).view(r, 4, nr)
     jv = torch.arange(1, nr + 1, dtype=dt, device=dev)
     pg_n = pg / nrs[:, :, None]
     u_i = (pg_n * iv).sum(2, keepdim=True)
     pr_n = pr / nrs[:, :, None]
     u_j = (pr_n * jv).sum(2, keepdim=True)
-    run_entropy = torch.bincount(ra, weights=entropy_terms(cnt / nrs.flatten()[ra]), minlength=r * 4).view(r, 4)
     gln = (pg**2).sum(2) / nrs
     rln = (pr**2).sum(2) / nrs
 

@@ -34,9 +34,7 @@ except ImportError:  # numba is optional: the numpy/torch path is used instead
 
 ENABLED: bool = AVAILABLE and os.environ.get("VLP_RADIOMICS_NUMBA", "1") != "0"
 
-# PyRadiomics' 2D angles (dy, dx) in FORWARD_4 order
-_DY4 = np.array([1, 1, 1, 0], dtype=np.int64)
-_DX4 = np.array([1, 0, -1, 1], dtype=np.int64)
+_EPS = np.spacing(1)  # the epsilon PyRadiomics adds inside its logarithms (discretisation.EPS)
 
 
 def active() -> bool:
@@ -211,39 +209,38 @@ def _sum_copies(table, out):
 
 
 @njit(cache=True, nogil=True)
-def glrlm_cells(levels, boxes, max_level):
-    """The non-empty cells of every region's run-length matrices: (region * 4 + angle, level, length, count),
-    each (C,) int64, ordered by region, level, angle, length; and the longest run.
+def glrlm_sums(levels, boxes, max_level, n_levels):
+    """The sums over every region's run-length matrices that the GLRLM features need, per region and angle
+    (FORWARD_4 order):
 
-    A run is a maximal line of pixels of one gray level along an angle (FORWARD_4 order). Each region's box is
-    walked row by row. For the three angles that go down a row, the length of the run so far at each pixel is one
-    more than at its predecessor in the row above if that has the same level, else 1 (a loop over the row with no
-    dependence between pixels); for the angle along the row it is the distance to the last level change. A run
-    ends at a pixel whose successor along the angle has another level; its (level, angle, length) cell is counted.
-    Every pixel adds 1 to a table without a branch: a run end to its cell, any other pixel (and background) to a
-    spare slot (one per angle and column mod 8, so consecutive additions rarely hit the same slot).
-    max_level (R,): each region's largest level.
+    - by_level (4, R, 4, Ng) float64: sum over run lengths j of count(i, j) * w(j), w = 1, j, j^2, 1 / j^2;
+    - by_length (R, 4, L) int64: runs of each length j = 1..L (L the widest box side; only the first Nr matter);
+    - entropy (R, 4) float64: -sum over the non-empty cells of p log2(p + eps), p = count / number of runs;
+    - nr: the longest run of the batch.
+
+    A run is a maximal line of pixels of one gray level along an angle. Each region's box is walked row by row.
+    For the three angles that go down a row, the length of the run so far at each pixel is one more than at its
+    predecessor in the row above if that has the same level, else 1 (a loop over the row with no dependence between
+    pixels); along the row it is the distance to the last level change. A run ends at a pixel whose successor along
+    the angle has another level; its (level, angle, length) cell is counted. Every pixel adds 1 to a table without
+    a branch: a run end to its cell, any other pixel (and background) to a spare slot (one per angle and column
+    mod 8, so consecutive additions rarely hit the same slot). max_level (R,): each region's largest level.
     """
     r = boxes.shape[0]
-    cap = 0
     hmax = 1
     wmax = 1
-    n_lv = 1
     for k in range(r):
-        cap += 4 * min(boxes[k, 2] * boxes[k, 3], max_level[k] * max(boxes[k, 2], boxes[k, 3]))
         hmax = max(hmax, boxes[k, 2])
         wmax = max(wmax, boxes[k, 3])
-        n_lv = max(n_lv, max_level[k])
     side = max(hmax, wmax)
     s1 = side + 1  # length slots per (level, angle)
-    spare = (n_lv + 1) * 4 * s1
+    spare = (n_levels + 1) * 4 * s1
     table = np.zeros(spare + 32, dtype=np.int64)
     run = np.zeros((2, 3, wmax + 2), dtype=np.int32)  # run lengths so far: [row parity, angle 0..2, column + 1]
-    ra = np.empty(cap, dtype=np.int64)
-    lvl = np.empty(cap, dtype=np.int64)
-    ln = np.empty(cap, dtype=np.int64)
-    cnt = np.empty(cap, dtype=np.int64)
-    c = 0
+    by_level = np.zeros((4, r, 4, n_levels))
+    by_length = np.zeros((r, 4, side), dtype=np.int64)
+    entropy = np.zeros((r, 4))
+    n_runs = np.zeros(4)
     nr = 0
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
@@ -272,19 +269,40 @@ def glrlm_cells(levels, boxes, max_level):
                 change = row[x + 1] != g
                 table[g * 4 * s1 + 3 * s1 + x - start if change & (g > 0) else spare + (x & 7) * 4 + 3] += 1
                 start = x if change else start
+        # the sums over this region's cells (runs are at most max(h, w) long); then the table is zeroed
+        longest = max(h, w)
+        n_runs[:] = 0
         for g in range(1, max_level[k] + 1):
             for a in range(4):
-                for j in range(1, side + 1):
-                    m = table[(g * 4 + a) * s1 + j]
+                base = (g * 4 + a) * s1
+                s0 = sj = sj2 = sinv = 0.0
+                for j in range(1, longest + 1):
+                    m = table[base + j]
                     if m > 0:
-                        ra[c] = k * 4 + a
-                        lvl[c] = g
-                        ln[c] = j
-                        cnt[c] = m
-                        c += 1
+                        jf = np.float64(j)
+                        s0 += m
+                        sj += m * jf
+                        sj2 += m * jf * jf
+                        sinv += m / (jf * jf)
+                        by_length[k, a, j - 1] += m
                         nr = max(nr, j)
-                        table[(g * 4 + a) * s1 + j] = 0
-    return ra[:c], lvl[:c], ln[:c], cnt[:c], nr
+                by_level[0, k, a, g - 1] = s0
+                by_level[1, k, a, g - 1] = sj
+                by_level[2, k, a, g - 1] = sj2
+                by_level[3, k, a, g - 1] = sinv
+                n_runs[a] += s0
+        for g in range(1, max_level[k] + 1):
+            for a in range(4):
+                base = (g * 4 + a) * s1
+                e = 0.0
+                for j in range(1, longest + 1):
+                    m = table[base + j]
+                    if m > 0:
+                        p = m / n_runs[a]
+                        e -= p * np.log2(p + _EPS)
+                        table[base + j] = 0
+                entropy[k, a] += e
+    return by_level, by_length, entropy, nr
 
 
 @njit(cache=True, nogil=True)
