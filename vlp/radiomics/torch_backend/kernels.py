@@ -491,7 +491,8 @@ def shape_sums(levels, boxes):
     squared maximum diameter in doubled coordinates (column 23).
 
     Windows: every 2x2 window of the box grown by one pixel, case = corners (0,0) + 2 (0,1) + 4 (1,1) + 8 (1,0)
-    (the perimeter and mesh area are sums of per-case weights). Diameter: the contour vertices are the midpoints
+    (the perimeter and mesh area are sums of per-case weights; cases 0 and 15, all out and all in, weigh nothing
+    and are left at 0, so the interior costs no counting). Diameter: the contour vertices are the midpoints
     of edges between a region pixel and a background pixel, (2y, 2x + 1) and (2y + 1, 2x) in doubled coordinates;
     only a vertex that is the first or last of its doubled row and of its doubled column can be on the convex
     hull, and those candidates are compared pairwise. All integers: exact.
@@ -509,8 +510,8 @@ def shape_sums(levels, boxes):
     vy = np.empty(cap, dtype=np.int64)
     vx = np.empty(cap, dtype=np.int64)
     cases = np.zeros((4, 16), dtype=np.int64)  # four interleaved histograms: no chain of updates to one counter
-    m0 = np.zeros(side + 2, dtype=np.int64)
-    m1 = np.zeros(side + 2, dtype=np.int64)
+    m0 = np.zeros(side + 2, dtype=np.uint8)
+    m1 = np.zeros(side + 2, dtype=np.uint8)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         cases[:] = 0
@@ -531,21 +532,25 @@ def shape_sums(levels, boxes):
                     m1[x] = row[x] > 0
             else:
                 m1[: w + 2] = 0
-            for x in range(w + 1):  # windows with top-left corner (y, x - 1)
-                cases[x & 3, m0[x] + 2 * m0[x + 1] + 4 * m1[x + 1] + 8 * m1[x]] += 1
+            for x in range(w + 1):  # windows with top-left corner (y, x - 1); cases 0 and 15 (all out, all in) weigh 0
+                case = np.int64(m0[x]) + 2 * m0[x + 1] + 4 * m1[x + 1] + 8 * m1[x]
+                if case != 0 and case != 15:  # rare: a branch that is almost always predicted
+                    cases[x & 3, case] += 1
             for x in range(w):  # vertical edges between rows y and y + 1, column x
-                vy[n] = 2 * y + 2
-                vx[n] = 2 * x + 1
-                n += m0[x + 1] != m1[x + 1]
+                if m0[x + 1] != m1[x + 1]:
+                    vy[n] = 2 * y + 2
+                    vx[n] = 2 * x + 1
+                    n += 1
             if y + 1 < h:
                 yy = y + 1
                 cnt = 0
                 s1 = 0
                 s2 = 0
                 for x in range(w):
-                    cnt += m1[x + 1]
-                    s1 += m1[x + 1] * x
-                    s2 += m1[x + 1] * x * x
+                    m = np.int64(m1[x + 1])
+                    cnt += m
+                    s1 += m * x
+                    s2 += m * x * x
                 npix += cnt
                 sy += cnt * yy
                 syy += cnt * yy * yy
@@ -553,9 +558,10 @@ def shape_sums(levels, boxes):
                 sxx += s2
                 sxy += s1 * yy
                 for x in range(-1, w):  # horizontal edges between columns x and x + 1 of row yy
-                    vy[n] = 2 * yy + 1
-                    vx[n] = 2 * x + 2
-                    n += m1[x + 1] != m1[x + 2]
+                    if m1[x + 1] != m1[x + 2]:
+                        vy[n] = 2 * yy + 1
+                        vx[n] = 2 * x + 2
+                        n += 1
         # candidates: first or last vertex of their doubled row and of their doubled column (coordinates + 1)
         for i in range(n):
             row_lo[vy[i]] = min(row_lo[vy[i]], vx[i])
