@@ -222,9 +222,8 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
     For the three angles that go down a row, the length of the run so far at each pixel is one more than at its
     predecessor in the row above if that has the same level, else 1 (a loop over the row with no dependence between
     pixels); along the row it is the distance to the last level change. A run ends at a pixel whose successor along
-    the angle has another level; its (level, angle, length) cell is counted. Every pixel adds 1 to a table without
-    a branch: a run end to its cell, any other pixel (and background) to a spare slot (one per angle and column
-    mod 8, so consecutive additions rarely hit the same slot). max_level (R,): each region's largest level.
+    the angle has another level; its (level, angle, length) cell is counted (with branches: measured faster here
+    than counting every pixel into a spare slot). max_level (R,): each region's largest level.
     """
     r = boxes.shape[0]
     hmax = 1
@@ -234,8 +233,7 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
         wmax = max(wmax, boxes[k, 3])
     side = max(hmax, wmax)
     s1 = side + 1  # length slots per (level, angle)
-    spare = (n_levels + 1) * 4 * s1
-    table = np.zeros(spare + 32, dtype=np.int64)
+    table = np.zeros((n_levels + 1) * 4 * s1, dtype=np.int64)
     run = np.zeros((2, 3, wmax + 2), dtype=np.int32)  # run lengths so far: [row parity, angle 0..2, column + 1]
     by_level = np.zeros((4, r, 4, n_levels))
     by_length = np.zeros((r, 4, side), dtype=np.int64)
@@ -257,18 +255,21 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
                 now[2, x] = (up[x + 1] == g) * before[2, x + 1] + 1  # (1, -1): predecessor up-right
             for x in range(1, w + 1):
                 g = np.int64(row[x])
-                cell = g * 4 * s1
-                slot = spare + (x & 7) * 4
-                live = g > 0
-                table[cell + now[0, x] if live & (down[x + 1] != g) else slot] += 1
-                table[cell + s1 + now[1, x] if live & (down[x] != g) else slot + 1] += 1
-                table[cell + 2 * s1 + now[2, x] if live & (down[x - 1] != g) else slot + 2] += 1
+                if g > 0:
+                    cell = g * 4 * s1
+                    if down[x + 1] != g:
+                        table[cell + now[0, x]] += 1
+                    if down[x] != g:
+                        table[cell + s1 + now[1, x]] += 1
+                    if down[x - 1] != g:
+                        table[cell + 2 * s1 + now[2, x]] += 1
             start = 0  # (0, 1): the run so far starts after the last change
             for x in range(1, w + 1):
                 g = np.int64(row[x])
-                change = row[x + 1] != g
-                table[g * 4 * s1 + 3 * s1 + x - start if change & (g > 0) else spare + (x & 7) * 4 + 3] += 1
-                start = x if change else start
+                if row[x + 1] != g:
+                    if g > 0:
+                        table[g * 4 * s1 + 3 * s1 + x - start] += 1
+                    start = x
         # the sums over this region's cells (runs are at most max(h, w) long); then the table is zeroed
         longest = max(h, w)
         n_runs[:] = 0
