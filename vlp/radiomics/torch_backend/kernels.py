@@ -76,14 +76,16 @@ def region_min_max(images, masks, boxes, mn, mx):
     """
     for k in range(boxes.shape[0]):
         r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        lo, hi = mn[k], mx[k]
+        top, bottom = mn[k], mx[k]  # neutral for min and max
+        lo, hi = top, bottom
         for y in range(r0, r1 + 1):
             src = images[k, y, c0 : c1 + 1]
             inside = masks[k, y, c0 : c1 + 1]
-            for x in range(c1 - c0 + 1):  # selects, not branches: no mispredictions on irregular masks
+            for x in range(c1 - c0 + 1):  # a select against a constant: the compiler vectorises this loop
                 v = src[x]
-                lo = min(lo, v if inside[x] else lo)
-                hi = max(hi, v if inside[x] else hi)
+                m = inside[x]
+                lo = min(lo, v if m else top)
+                hi = max(hi, v if m else bottom)
         mn[k], mx[k] = lo, hi
 
 
