@@ -84,6 +84,23 @@ def pair(request, nih_regions, monkeypatch):
     return _canvases(images, masks, monkeypatch, **kw)
 
 
+def test_mask_bounds_match_torch(nih_regions, monkeypatch):
+    """Region bounds and row/column counts of real and edge-case masks, plus an empty one, as the torch path."""
+    edge_masks = _edge_batch()[1]
+    masks = np.concatenate([nih_regions.masks[:, :20, :24], edge_masks, np.zeros((1, 20, 24), bool)])
+    masks = torch.from_numpy(np.ascontiguousarray(masks))
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "ENABLED", False)
+        expected = torch.stack(discretisation.region_boxes(masks), 1)
+    assert torch.equal(torch.stack(discretisation.region_boxes(masks), 1), expected)
+    assert expected[-1].tolist() == [0, 19, 0, 23, 0, 0]
+    full = torch.from_numpy(nih_regions.masks)
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "ENABLED", False)
+        expected = torch.stack(discretisation.region_boxes(full), 1)
+    assert torch.equal(torch.stack(discretisation.region_boxes(full), 1), expected)
+
+
 def test_packing_matches_numpy(pair):
     on, off = pair
     assert torch.equal(on.levels.long(), off.levels.long()) and on.n_levels == off.n_levels

@@ -68,6 +68,41 @@ def warm_up() -> float:
 
 
 @njit(cache=True, nogil=True)
+def mask_bounds(masks):
+    """(B, 6) int64 per mask (B, H, W, uint8 0/1): the first and last row and column that hold a region pixel (r0,
+    r1, c0, c1) and the numbers of such rows and columns; an empty mask gives (0, H - 1, 0, W - 1, 0, 0), as
+    `discretisation.region_boxes` does. Each row is reduced with max (vectorised); only the rows that hold a region
+    pixel are merged into the column profile."""
+    b, h, w = masks.shape
+    out = np.zeros((b, 6), dtype=np.int64)
+    cols = np.zeros(w, dtype=np.uint8)
+    for k in range(b):
+        cols[:] = 0
+        r0, r1, n_rows = h, -1, 0
+        for y in range(h):
+            row = masks[k, y]
+            hit = np.uint8(0)
+            for x in range(w):
+                hit = max(hit, row[x])
+            if hit:
+                r0 = min(r0, y)
+                r1 = y
+                n_rows += 1
+                for x in range(w):
+                    cols[x] = max(cols[x], row[x])
+        c0, c1, n_cols = w, -1, 0
+        for x in range(w):
+            if cols[x]:
+                c0 = min(c0, x)
+                c1 = x
+                n_cols += 1
+        if n_rows == 0:
+            r0, r1, c0, c1 = 0, h - 1, 0, w - 1
+        out[k, 0], out[k, 1], out[k, 2], out[k, 3], out[k, 4], out[k, 5] = r0, r1, c0, c1, n_rows, n_cols
+    return out
+
+
+@njit(cache=True, nogil=True)
 def region_min_max(images, masks, boxes, mn, mx):
     """Smallest and largest intensity inside each region's mask, into mn[k] and mx[k] (preallocated in the images'
     dtype and set to that dtype's largest and smallest value).
