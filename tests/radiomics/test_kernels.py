@@ -138,6 +138,12 @@ def test_zones_match_numpy(pair):
     zones = glszm.zones(on)
     assert triples(zones) == triples(glszm.zones(off)) == triples(glszm.zones(off, "label"))
     assert sum(zones[2].tolist()) == int(on.count.sum())  # every region pixel in exactly one zone
+    sums, pg = glszm.zone_sums(on)
+    sums_off, pg_off = glszm.zone_sums(off)
+    assert torch.equal(pg, pg_off)
+    exact = [glszm.ZONE_SUMS.index(k) for k in ("count", "g2", "s2", "g2s2", "s", "size_counts2")]  # integers
+    assert torch.equal(sums[:, exact], sums_off[:, exact])
+    torch.testing.assert_close(sums, sums_off, rtol=1e-13, atol=1e-15)
 
 
 def test_shape_matches_numpy(pair):

@@ -161,52 +161,83 @@ def zones(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor, Te
     return zone_key // k - 1, zone_key % k, sizes
 
 
-def compute(canvas: Canvas, method: str | None = None) -> Tensor:
-    """(R, 16) GLSZM features in FEATURE_NAMES order (`method`: see `zones`)."""
+ZONE_SUMS: tuple[str, ...] = (
+    "count", "g2", "s2", "g2s2", "s2/g2", "1/g2", "1/s2", "g2/s2", "1/(g2s2)", "s", "(s-mean)2", "size_counts2",
+    "entropy",
+)  # the per-region sums over zones (gray level g, size s) that the features need; see `zone_sums`
+
+
+def zone_sums(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor]:
+    """(R, 13) float64 sums over each region's zones in ZONE_SUMS order, and the zones per gray level (R, Ng).
+
+    The sums: the number of zones; the sums of g^2, s^2, g^2 s^2, s^2 / g^2, 1 / g^2, 1 / s^2, g^2 / s^2,
+    1 / (g^2 s^2), s and (s - mean s)^2; the sum over sizes of the squared number of zones of that size; the entropy
+    -sum p log2(p + eps) of the joint (level, size) distribution. From the list of zones (`zones`, `method`), or,
+    when the canvas uses the kernels and `method` is None or "kernel", summed by the compiled pass that finds them
+    (`kernels.glszm_sums`).
+    """
+    r, ng = canvas.n_regions, canvas.n_levels
+    if method in (None, "kernel") and canvas.kernels:
+        from .kernels import glszm_sums
+
+        sums, pg = glszm_sums(canvas.levels.numpy(), canvas.boxes.numpy(), ng)
+        return torch.from_numpy(sums), torch.from_numpy(pg)
     zb, zg, zs = zones(canvas, method)
-    b = canvas.n_regions
-    ng = canvas.n_levels
     dt = torch.float64
     dev = canvas.levels.device
 
     def per_region(values: Tensor) -> Tensor:
-        return torch.zeros(b, dtype=dt, device=dev).index_add_(0, zb, values)
+        return torch.zeros(r, dtype=dt, device=dev).index_add_(0, zb, values)
 
-    g = zg.to(dt)
+    g2 = zg.to(dt) ** 2
     s = zs.to(dt)
-    nz = torch.bincount(zb, minlength=b).to(dt)
-    n_pix = canvas.count
-
-    pg = torch.bincount(zb * ng + (zg - 1), minlength=b * ng).view(b, ng).to(dt)
+    s2 = s**2
+    nz = torch.bincount(zb, minlength=r).to(dt)
+    pg = torch.bincount(zb * ng + (zg - 1), minlength=r * ng).view(r, ng).to(dt)
     smax = int(zs.max().item()) + 1
     size_keys, size_counts = torch.unique(zb * smax + zs, return_counts=True)
-    szn = torch.zeros(b, dtype=dt, device=dev).index_add_(0, size_keys // smax, size_counts.to(dt) ** 2)
+    szn = torch.zeros(r, dtype=dt, device=dev).index_add_(0, size_keys // smax, size_counts.to(dt) ** 2)
     joint_keys, joint_counts = torch.unique((zb * ng + (zg - 1)) * smax + zs, return_counts=True)
     jb = joint_keys // (ng * smax)
     pj = joint_counts.to(dt) / nz[jb]
-    zone_entropy = torch.zeros(b, dtype=dt, device=dev).index_add_(0, jb, -pj * torch.log2(pj + EPS))
+    entropy = torch.zeros(r, dtype=dt, device=dev).index_add_(0, jb, -pj * torch.log2(pj + EPS))
+    u_s = per_region(s) / nz
+    columns = {
+        "count": nz, "g2": per_region(g2), "s2": per_region(s2), "g2s2": per_region(g2 * s2),
+        "s2/g2": per_region(s2 / g2), "1/g2": per_region(1 / g2), "1/s2": per_region(1 / s2),
+        "g2/s2": per_region(g2 / s2), "1/(g2s2)": per_region(1 / (g2 * s2)), "s": per_region(s),
+        "(s-mean)2": per_region((s - u_s[zb]) ** 2), "size_counts2": szn, "entropy": entropy,
+    }
+    return torch.stack([columns[k] for k in ZONE_SUMS], dim=1), pg
 
-    i = torch.arange(1, ng + 1, dtype=dt, device=dev)
+
+def compute(canvas: Canvas, method: str | None = None) -> Tensor:
+    """(R, 16) GLSZM features in FEATURE_NAMES order (`method`: see `zones`), from the sums over zones
+    (`zone_sums`)."""
+    sums, pg = zone_sums(canvas, method)
+    col = dict(zip(ZONE_SUMS, sums.unbind(1)))
+    nz = col["count"]
+    dt = torch.float64
+    i = torch.arange(1, canvas.n_levels + 1, dtype=dt, device=pg.device)
     pg_n = pg / nz[:, None]
     u_i = (pg_n * i).sum(1, keepdim=True)
-    u_s = per_region(s) / nz
-
+    szn = col["size_counts2"]
     out = {
         "GrayLevelNonUniformity": (pg**2).sum(1) / nz,
         "GrayLevelNonUniformityNormalized": (pg**2).sum(1) / nz**2,
         "GrayLevelVariance": (pg_n * (i - u_i) ** 2).sum(1),
-        "HighGrayLevelZoneEmphasis": per_region(g**2) / nz,
-        "LargeAreaEmphasis": per_region(s**2) / nz,
-        "LargeAreaHighGrayLevelEmphasis": per_region(g**2 * s**2) / nz,
-        "LargeAreaLowGrayLevelEmphasis": per_region(s**2 / g**2) / nz,
-        "LowGrayLevelZoneEmphasis": per_region(1 / g**2) / nz,
+        "HighGrayLevelZoneEmphasis": col["g2"] / nz,
+        "LargeAreaEmphasis": col["s2"] / nz,
+        "LargeAreaHighGrayLevelEmphasis": col["g2s2"] / nz,
+        "LargeAreaLowGrayLevelEmphasis": col["s2/g2"] / nz,
+        "LowGrayLevelZoneEmphasis": col["1/g2"] / nz,
         "SizeZoneNonUniformity": szn / nz,
         "SizeZoneNonUniformityNormalized": szn / nz**2,
-        "SmallAreaEmphasis": per_region(1 / s**2) / nz,
-        "SmallAreaHighGrayLevelEmphasis": per_region(g**2 / s**2) / nz,
-        "SmallAreaLowGrayLevelEmphasis": per_region(1 / (g**2 * s**2)) / nz,
-        "ZoneEntropy": zone_entropy,
-        "ZonePercentage": nz / n_pix,
-        "ZoneVariance": per_region((s - u_s[zb]) ** 2) / nz,
+        "SmallAreaEmphasis": col["1/s2"] / nz,
+        "SmallAreaHighGrayLevelEmphasis": col["g2/s2"] / nz,
+        "SmallAreaLowGrayLevelEmphasis": col["1/(g2s2)"] / nz,
+        "ZoneEntropy": col["entropy"],
+        "ZonePercentage": nz / canvas.count,
+        "ZoneVariance": col["(s-mean)2"] / nz,
     }
     return torch.stack([out[k] for k in FEATURE_NAMES], dim=1)

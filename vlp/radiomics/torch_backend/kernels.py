@@ -363,69 +363,81 @@ def _join(parent, a, b):
 
 
 @njit(cache=True, nogil=True)
+def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, size):
+    """Union-find over the row runs of one region's box (y0, x0, h, w); returns the number of runs n. Afterwards a
+    run c < n is a zone's root when parent[c] == c, and then run_level[c] is the zone's level and size[c] its size.
+
+    A zone is an 8-connected set of pixels of one gray level (PyRadiomics' 2D connectivity). A run is joined with
+    every run of the row above that has its level and overlaps it or touches it diagonally (the above run starts at
+    most one column after the run ends and ends at most one column before it starts), found by one merge-like sweep
+    over both rows' runs. Roots are always the smaller run index, so a zone's root is its first run (zones come in
+    the raster order of their first pixel); its size is the summed length of its runs. The work arrays hold at
+    least h * w entries."""
+    n = 0
+    prev_lo = prev_hi = 0
+    for i in range(h):
+        row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
+        cur_lo = n
+        x = 1
+        while x <= w:
+            g = row[x]
+            if g == 0:
+                x += 1
+                continue
+            first = x
+            while row[x + 1] == g:
+                x += 1
+            run_start[n] = first
+            run_end[n] = x
+            run_level[n] = g
+            parent[n] = n
+            size[n] = 0
+            n += 1
+            x += 1
+        j = prev_lo
+        for c in range(cur_lo, n):
+            while j < prev_hi and run_end[j] < run_start[c] - 1:
+                j += 1
+            t = j
+            while t < prev_hi and run_start[t] <= run_end[c] + 1:
+                if run_level[t] == run_level[c]:
+                    a = _find(parent, t)
+                    b = _find(parent, c)
+                    if a != b:
+                        _join(parent, a, b)
+                t += 1
+        prev_lo, prev_hi = cur_lo, n
+    for c in range(n):
+        size[_find(parent, c)] += run_end[c] - run_start[c] + 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _zone_work_arrays(boxes):
+    """The work arrays of `_region_zones` for the largest box: run_start, run_end, run_level, parent, size."""
+    box_max = 1
+    for k in range(boxes.shape[0]):
+        box_max = max(box_max, boxes[k, 2] * boxes[k, 3])
+    return (np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64),
+            np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64))
+
+
+@njit(cache=True, nogil=True)
 def glszm_zones(levels, boxes):
     """Every zone of every region as (region index, gray level, size), each (Z,) int64, in the raster order of
-    each zone's first pixel, region by region.
-
-    A zone is an 8-connected set of pixels of one gray level (PyRadiomics' 2D connectivity). The row runs of a
-    region's box are the nodes of a union-find: a run is joined with every run of the row above that has its level
-    and overlaps it or touches it diagonally (the above run starts at most one column after the run ends and ends
-    at most one column before it starts), found by one merge-like sweep over both rows' runs. Roots are always
-    the smaller run index, so a zone's root is its first run; its size is the summed length of its runs.
-    """
+    each zone's first pixel, region by region (`_region_zones`)."""
     r = boxes.shape[0]
     cap = 0
-    box_max = 1
     for k in range(r):
         cap += boxes[k, 2] * boxes[k, 3]
-        box_max = max(box_max, boxes[k, 2] * boxes[k, 3])
-    run_start = np.empty(box_max, dtype=np.int64)
-    run_end = np.empty(box_max, dtype=np.int64)
-    run_level = np.empty(box_max, dtype=np.int64)
-    parent = np.empty(box_max, dtype=np.int64)
-    size = np.empty(box_max, dtype=np.int64)
+    run_start, run_end, run_level, parent, size = _zone_work_arrays(boxes)
     zb = np.empty(cap, dtype=np.int64)
     zg = np.empty(cap, dtype=np.int64)
     zs = np.empty(cap, dtype=np.int64)
     z = 0
     for k in range(r):
-        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        n = 0
-        prev_lo = prev_hi = 0
-        for i in range(h):
-            row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
-            cur_lo = n
-            x = 1
-            while x <= w:
-                g = row[x]
-                if g == 0:
-                    x += 1
-                    continue
-                first = x
-                while row[x + 1] == g:
-                    x += 1
-                run_start[n] = first
-                run_end[n] = x
-                run_level[n] = g
-                parent[n] = n
-                size[n] = 0
-                n += 1
-                x += 1
-            j = prev_lo
-            for c in range(cur_lo, n):
-                while j < prev_hi and run_end[j] < run_start[c] - 1:
-                    j += 1
-                t = j
-                while t < prev_hi and run_start[t] <= run_end[c] + 1:
-                    if run_level[t] == run_level[c]:
-                        a = _find(parent, t)
-                        b = _find(parent, c)
-                        if a != b:
-                            _join(parent, a, b)
-                    t += 1
-            prev_lo, prev_hi = cur_lo, n
-        for c in range(n):
-            size[_find(parent, c)] += run_end[c] - run_start[c] + 1
+        n = _region_zones(levels, boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3], run_start, run_end, run_level,
+                          parent, size)
         for c in range(n):
             if parent[c] == c:
                 zb[z] = k
@@ -433,6 +445,69 @@ def glszm_zones(levels, boxes):
                 zs[z] = size[c]
                 z += 1
     return zb[:z], zg[:z], zs[:z]
+
+
+@njit(cache=True, nogil=True)
+def glszm_sums(levels, boxes, n_levels):
+    """The sums over every region's zones that the GLSZM features need (`glszm.ZONE_SUMS` order; `glszm.zone_sums`
+    computes the same from a list of zones): (R, 13) float64 and the zones per gray level (R, Ng) float64.
+
+    Per region, over its zones (level g, size s; `_region_zones`): the count, the sums of g^2, s^2, g^2 s^2, s^2 / g^2,
+    1 / g^2, 1 / s^2, g^2 / s^2, 1 / (g^2 s^2), s and (s - mean s)^2, the sum of squared zone counts per size, and the
+    entropy of the joint (level, size) distribution, -sum p log2(p + eps) (the zones sorted by size, and by
+    (level, size), give the counts)."""
+    r = boxes.shape[0]
+    run_start, run_end, run_level, parent, size = _zone_work_arrays(boxes)
+    sums = np.zeros((r, 13))
+    pg = np.zeros((r, n_levels))
+    zs = np.empty(run_start.shape[0], dtype=np.int64)
+    zkey = np.empty(run_start.shape[0], dtype=np.int64)
+    for k in range(r):
+        h, w = boxes[k, 2], boxes[k, 3]
+        n = _region_zones(levels, boxes[k, 0], boxes[k, 1], h, w, run_start, run_end, run_level, parent, size)
+        nz = 0
+        for c in range(n):
+            if parent[c] == c:
+                zs[nz] = size[c]
+                zkey[nz] = run_level[c] * (h * w + 1) + size[c]
+                nz += 1
+        t = sums[k]
+        for z in range(nz):
+            g = np.float64(zkey[z] // (h * w + 1))
+            sz = np.float64(zs[z])
+            g2, s2 = g * g, sz * sz
+            t[1] += g2
+            t[2] += s2
+            t[3] += g2 * s2
+            t[4] += s2 / g2
+            t[5] += 1 / g2
+            t[6] += 1 / s2
+            t[7] += g2 / s2
+            t[8] += 1 / (g2 * s2)
+            t[9] += sz
+            pg[k, zkey[z] // (h * w + 1) - 1] += 1
+        t[0] = nz
+        mean_s = t[9] / nz
+        for z in range(nz):
+            t[10] += (zs[z] - mean_s) ** 2
+        sizes = np.sort(zs[:nz])
+        keys = np.sort(zkey[:nz])
+        run = 1
+        for z in range(1, nz + 1):  # squared counts of equal sizes, entropy of equal (level, size) keys
+            if z < nz and sizes[z] == sizes[z - 1]:
+                run += 1
+            else:
+                t[11] += run * run
+                run = 1
+        run = 1
+        for z in range(1, nz + 1):
+            if z < nz and keys[z] == keys[z - 1]:
+                run += 1
+            else:
+                p = run / nz
+                t[12] -= p * np.log2(p + _EPS)
+                run = 1
+    return sums, pg
 
 
 @njit(cache=True, nogil=True)
