@@ -130,7 +130,7 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
     """Copy every region onto the canvas with its gray levels (PyRadiomics' ``binImage``).
 
     Region k's box (boxes[k] = r0, r1, c0, c1) goes to canvas rows y0[k].. and columns x0[k].., transposed when
-    flip[k] (an image row then fills a canvas column). Levels: with a lookup table (integer intensities, integer
+    flip[k] (an image column then fills a canvas row). Levels: with a lookup table (integer intensities, integer
     bin width w) ``lut[v - lut_min] = v // w`` and the level is ``v // w - (mn // w - 1)`` (no division per
     pixel); without one (``lut`` empty) ``numpy.digitize(v, e)`` with the region's edges
     e = edges[edge_start[k] : edge_start[k + 1]] (the number of edges <= v). Writes levels (0 outside the mask),
@@ -139,34 +139,41 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
     """
     n_lut = lut.shape[0]
     use_lut = n_lut > 0
+    n_hist = hist.shape[1]
+    table = np.zeros((4, n_hist), dtype=np.int64)  # the histogram in four copies, by column mod 4
     for k in range(boxes.shape[0]):
         r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        w = c1 - c0 + 1
         base = 0
         if use_lut:
             base = lut[np.int64(mn[k]) - lut_min] - 1
         e0, e1 = edge_start[k], edge_start[k + 1]
-        low = mn[k]
-        hk = hist[k]
-        for y in range(r0, r1 + 1):
-            src = images[k, y, c0 : c1 + 1]
-            inside = masks[k, y, c0 : c1 + 1]
+        low = mn[k] if subtract_min else mn[k] - mn[k]
+        tag = k + 1
+        # canvas row i of the box holds image row r0 + i, or image column c0 + i when flipped: written row by row
+        # (strided reads of a flipped box's columns cost less than strided writes)
+        rows = c1 - c0 + 1 if flip[k] else r1 - r0 + 1
+        w = r1 - r0 + 1 if flip[k] else c1 - c0 + 1
+        for i in range(rows):
             if flip[k]:
-                col = x0[k] + y - r0
-                lv_out = levels[y0[k] : y0[k] + w, col]
-                reg_out = region[y0[k] : y0[k] + w, col]
-                val_out = values[y0[k] : y0[k] + w, col]
+                src = images[k, r0 : r1 + 1, c0 + i]
+                inside = masks[k, r0 : r1 + 1, c0 + i]
             else:
-                row = y0[k] + y - r0
-                lv_out = levels[row, x0[k] : x0[k] + w]
-                reg_out = region[row, x0[k] : x0[k] + w]
-                val_out = values[row, x0[k] : x0[k] + w]
-            for x in range(w):
-                m = inside[x]
-                v = src[x]
-                if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
-                    lv = lut[min(max(np.int64(v) - lut_min, 0), n_lut - 1)] - base
-                else:  # binary search: number of edges <= v
+                src = images[k, r0 + i, c0 : c1 + 1]
+                inside = masks[k, r0 + i, c0 : c1 + 1]
+            lv_out = levels[y0[k] + i, x0[k] : x0[k] + w]
+            reg_out = region[y0[k] + i, x0[k] : x0[k] + w]
+            val_out = values[y0[k] + i, x0[k] : x0[k] + w]
+            if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
+                for x in range(w):
+                    m = inside[x]
+                    v = src[x]
+                    lv_out[x] = (lut[min(max(np.int64(v) - lut_min, 0), n_lut - 1)] - base) * m
+                    reg_out[x] = tag * m
+                    val_out[x] = (v - low) * m
+            else:  # binary search: the number of edges <= v
+                for x in range(w):
+                    m = inside[x]
+                    v = src[x]
                     lo, hi = e0, e1
                     while lo < hi:
                         mid = (lo + hi) // 2
@@ -174,15 +181,14 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                             lo = mid + 1
                         else:
                             hi = mid
-                    lv = lo - e0
-                lv_out[x] = lv * m
-                reg_out[x] = (k + 1) * m
-                if subtract_min:
+                    lv_out[x] = (lo - e0) * m
+                    reg_out[x] = tag * m
                     val_out[x] = (v - low) * m
-                else:
-                    val_out[x] = v * m
             for x in range(w):
-                hk[lv_out[x]] += 1
+                table[x & 3, lv_out[x]] += 1
+        for g in range(n_hist):
+            hist[k, g] = table[0, g] + table[1, g] + table[2, g] + table[3, g]
+            table[0, g] = table[1, g] = table[2, g] = table[3, g] = 0
 
 
 # --------------------------------------------------------------------------------------------------------------
