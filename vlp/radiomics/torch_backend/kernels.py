@@ -537,7 +537,7 @@ def gldm_counts(levels, boxes, n_levels, alpha):
     r = boxes.shape[0]
     out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
     wmax = _widest_box(boxes)
-    code = np.empty(wmax, dtype=np.int64)
+    code = np.empty(wmax, dtype=np.int32)  # (narrow lanes: the code loop vectorises wider)
     copies = _copies((n_levels + 1) * 9)
     table = np.zeros((copies, (n_levels + 1) * 9), dtype=np.int64)
     for k in range(r):
@@ -551,7 +551,7 @@ def gldm_counts(levels, boxes, n_levels, alpha):
                     g = b[x]
                     d = ((a[x - 1] == g) + (a[x] == g) + (a[x + 1] == g) + (b[x - 1] == g) + (b[x + 1] == g)
                          + (c[x - 1] == g) + (c[x] == g) + (c[x + 1] == g))
-                    code[x - 1] = np.int64(g) * 9 + d
+                    code[x - 1] = np.int32(g) * 9 + d
             else:
                 for x in range(1, w + 1):
                     g = np.int64(b[x])
