@@ -47,14 +47,18 @@ def _lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 
 
 def _percentiles(order_stat, n: Tensor) -> dict[str, Tensor]:
-    """numpy.percentile (method 'linear') at 10, 25, 75, 90 and the median, from an order-statistic lookup."""
-    out = {}
-    for q in (10, 25, 75, 90):
-        virtual = (n - 1) * (q / 100.0)
-        lo = torch.floor(virtual)
-        hi = torch.minimum(lo + 1, n - 1)
-        out[f"p{q}"] = _lerp(order_stat(lo), order_stat(hi), virtual - lo)
-    out["median"] = (order_stat(torch.floor((n - 1) / 2)) + order_stat(torch.floor(n / 2))) / 2
+    """numpy.percentile (method 'linear') at 10, 25, 75, 90 and the median, from an order-statistic lookup that
+    takes (R, M) 0-based ranks and returns the (R, M) values (all ten ranks looked up at once)."""
+    qs = (10, 25, 75, 90)
+    virtual = (n[:, None] - 1) * torch.tensor([q / 100.0 for q in qs], dtype=n.dtype, device=n.device)
+    lo = torch.floor(virtual)
+    hi = torch.minimum(lo + 1, n[:, None] - 1)
+    mid = torch.stack([torch.floor((n - 1) / 2), torch.floor(n / 2)], dim=1)
+    stats = order_stat(torch.cat([lo, hi, mid], dim=1))
+    at_lo, at_hi = stats[:, :4], stats[:, 4:8]
+    value = _lerp(at_lo, at_hi, virtual - lo)
+    out = {f"p{q}": value[:, i] for i, q in enumerate(qs)}
+    out["median"] = (stats[:, 8] + stats[:, 9]) / 2
     return out
 
 
@@ -122,9 +126,9 @@ def _from_histogram(canvas: Canvas, shift: float) -> dict[str, Tensor]:
     vals = mn[:, None] + torch.arange(span, dtype=torch.float64, device=mn.device)[None, :]
     cum = hist.cumsum(1).contiguous()
 
-    def order_stat(k: Tensor) -> Tensor:  # k-th smallest value (0-based) of each region
-        pos = torch.searchsorted(cum, k[:, None].contiguous(), right=True)
-        return vals.gather(1, pos.clamp_max(span - 1))[:, 0]
+    def order_stat(k: Tensor) -> Tensor:  # the k[r, m]-th smallest value (0-based) of region r
+        pos = torch.searchsorted(cum, k.contiguous(), right=True)
+        return vals.gather(1, pos.clamp_max(span - 1))
 
     p = _percentiles(order_stat, canvas.count)
     return {**p, **_stats(_Sums(vals, hist, None, r), canvas.count, p, shift)}
@@ -139,8 +143,8 @@ def _from_sorted(canvas: Canvas, shift: float) -> dict[str, Tensor]:
     sorted_vals = vals[order]
     start = torch.cumsum(canvas.count, 0) - canvas.count
 
-    def order_stat(k: Tensor) -> Tensor:
-        return sorted_vals[(start + k).long()]
+    def order_stat(k: Tensor) -> Tensor:  # the k[r, m]-th smallest value (0-based) of region r
+        return sorted_vals[(start[:, None] + k).long()]
 
     p = _percentiles(order_stat, canvas.count)
     return {**p, **_stats(_Sums(vals, torch.ones_like(vals), reg, canvas.n_regions), canvas.count, p, shift)}

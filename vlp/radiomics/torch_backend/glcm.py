@@ -115,7 +115,9 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     sum_squares = (px * di**2).sum(2)  # sum p(i, j) (i - ux)^2
     sigx = torch.sqrt(sum_squares)
     sigy = torch.sqrt((py * dj**2).sum(2))
-    corm = ((p @ dj[:, :, :, None])[..., 0] * di).sum(2)  # sum p(i, j) (i - ux) (j - uy)
+    ij = (lv[:, None] * lv[None, :]).flatten()
+    autocorrelation = flat @ ij  # sum p(i, j) i j
+    corm = autocorrelation - ux * uy  # sum p(i, j) (i - ux) (j - uy), as sum p = 1
     corr = corm / (sigx * sigy + EPS)
     corr = torch.where(sigx * sigy == 0, torch.ones_like(corr), corr)
 
@@ -149,10 +151,9 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     eig = torch.linalg.eigvalsh(q_sym)  # ascending
     second = eig[..., -2] if ng >= 2 else torch.zeros_like(total)
     mcc = torch.sqrt(second.clamp_min(0))
-    ij = (lv[:, None] * lv[None, :]).flatten()
 
     per_angle = {
-        "Autocorrelation": flat @ ij,
+        "Autocorrelation": autocorrelation,
         "ClusterProminence": (pxy_add * s2 * s2).sum(2),
         "ClusterShade": (pxy_add * s2 * s).sum(2),
         "ClusterTendency": (pxy_add * s2).sum(2),
