@@ -9,8 +9,9 @@ zero rows and columns, which change no feature; the ones that use Ng (Idmn, Idn)
 largest gray level, as PyRadiomics does.
 
 MCC is the square root of the second largest eigenvalue of Q(i, j) = sum_k p(i, k) p(j, k) / (px(i) py(k)).
-Q is similar to the symmetric matrix A A^T with A(i, k) = p(i, k) / sqrt(px(i) py(k)), so the eigenvalues
-come from a batched symmetric solver (PyRadiomics uses a general one; the values agree to rounding).
+Q is similar to A A^T with A(i, k) = p(i, k) / sqrt(px(i) py(k)); p being symmetric (px = py), A is symmetric
+and A A^T = A^2, so Q's eigenvalues are the squares of A's, which come from a batched symmetric solver
+(PyRadiomics uses a general one on Q; the values agree to rounding).
 A region with a single gray level has MCC 1, as in PyRadiomics.
 
 The deprecated Dissimilarity, Homogeneity1/2 and SumVariance are not computed (PyRadiomics does not
@@ -82,7 +83,10 @@ def glcm_matrices(canvas: Canvas) -> Tensor:
 
 
 def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) -> Tensor:
-    """(B, 24) features from symmetric counts (B, A, Ng, Ng); max_level (B,) and n_present (B,) levels."""
+    """(B, 24) features from symmetric counts (B, A, Ng, Ng); max_level (B,) and n_present (B,) levels.
+
+    The counts must be symmetric (PyRadiomics' symmetricalGLCM, `glcm_matrices`): the column marginal is the row
+    marginal, and MCC uses the symmetry (module docstring)."""
     b, a, ng, _ = p_counts.shape
     dt = p_counts.dtype
     dev = p_counts.device
@@ -91,12 +95,12 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     p = p_counts / torch.where(valid, total, torch.ones_like(total))[:, :, None, None]
 
     # Sums over (i, j) of terms that depend on i + j, |i - j|, i or j only are taken over the marginals (pxy_add,
-    # pxy_sub, px, py): the same terms, grouped, with far fewer operations on the (B, A, Ng, Ng) matrices.
+    # pxy_sub, px = py): the same terms, grouped, with far fewer operations on the (B, A, Ng, Ng) matrices.
     lv = torch.arange(1, ng + 1, dtype=dt, device=dev)
-    px = p.sum(3)  # (B, A, Ng)
-    py = p.sum(2)
+    px = p.sum(3)  # (B, A, Ng); p is symmetric: py = px, uy = ux, sigy = sigx, hy = hx
+    py = px
     ux = px @ lv  # (B, A): sum p(i, j) i
-    uy = py @ lv
+    uy = ux
 
     ii = torch.arange(ng, device=dev)
     sum_idx = (ii[:, None] + ii[None, :]).flatten()  # i + j - 2
@@ -111,10 +115,9 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     s = k_sum - (ux + uy)[:, :, None]  # i + j - ux - uy, by i + j
     s2 = s * s
     di = lv - ux[:, :, None]  # (B, A, Ng)
-    dj = lv - uy[:, :, None]
-    sum_squares = (px * di**2).sum(2)  # sum p(i, j) (i - ux)^2
+    sum_squares = (px * di * di).sum(2)  # sum p(i, j) (i - ux)^2
     sigx = torch.sqrt(sum_squares)
-    sigy = torch.sqrt((py * dj**2).sum(2))
+    sigy = sigx
     ij = (lv[:, None] * lv[None, :]).flatten()
     autocorrelation = flat @ ij  # sum p(i, j) i j
     corm = autocorrelation - ux * uy  # sum p(i, j) (i - ux) (j - uy), as sum p = 1
@@ -125,7 +128,7 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     diff_var = (pxy_sub * (k_diff - diff_avg[:, :, None]) ** 2).sum(2)
 
     hx = entropy_terms(px).sum(2)
-    hy = entropy_terms(py).sum(2)
+    hy = hx
     pxpy = (px[:, :, :, None] * py[:, :, None, :]).flatten(2)
     log_pxpy = torch.log2(pxpy + EPS)
     hxy1 = -(flat * log_pxpy).sum(2)
@@ -142,15 +145,12 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
     idn = (pxy_sub / (1 + k_diff / ngs)).sum(2)
     inv_var = (pxy_sub[:, :, 1:] / k_diff[1:] ** 2).sum(2)
 
-    # MCC via the symmetric form A A^T, A(i, k) = p(i, k) / sqrt(px(i) py(k)) (0 where px(i) py(k) = 0, where
-    # p(i, k) is 0 too).
+    # MCC from the eigenvalues of the symmetric A, A(i, k) = p(i, k) / sqrt(px(i) px(k)) (0 where px(i) px(k) = 0,
+    # where p(i, k) is 0 too): Q's eigenvalues are their squares, MCC the second largest |eigenvalue| of A.
     inv_x = torch.where(px > 0, 1 / torch.sqrt(px), torch.zeros_like(px))
-    inv_y = torch.where(py > 0, 1 / torch.sqrt(py), torch.zeros_like(py))
-    amat = p * inv_x[:, :, :, None] * inv_y[:, :, None, :]
-    q_sym = amat @ amat.transpose(2, 3)
-    eig = torch.linalg.eigvalsh(q_sym)  # ascending
-    second = eig[..., -2] if ng >= 2 else torch.zeros_like(total)
-    mcc = torch.sqrt(second.clamp_min(0))
+    amat = p * inv_x[:, :, :, None] * inv_x[:, :, None, :]
+    eig = torch.linalg.eigvalsh(amat).abs().sort(dim=-1).values  # ascending |eigenvalue|
+    mcc = eig[..., -2] if ng >= 2 else torch.zeros_like(total)
 
     per_angle = {
         "Autocorrelation": autocorrelation,
