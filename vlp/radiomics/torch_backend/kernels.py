@@ -405,12 +405,14 @@ def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, s
             while j < prev_hi and run_end[j] < run_start[c] - 1:
                 j += 1
             t = j
-            while t < prev_hi and run_start[t] <= run_end[c] + 1:
-                if run_level[t] == run_level[c]:
+            root = c  # the current run's root: itself until joined (then the smaller root, still a root)
+            g = run_level[c]
+            reach = run_end[c] + 1
+            while t < prev_hi and run_start[t] <= reach:
+                if run_level[t] == g:
                     a = _find(parent, t)
-                    b = _find(parent, c)
-                    if a != b:
-                        _join(parent, a, b)
+                    if a != root:
+                        root = _join(parent, a, root)
                 t += 1
         prev_lo, prev_hi = cur_lo, n
     for c in range(n):
