@@ -94,7 +94,7 @@ def per_class_ms(images: torch.Tensor, masks: torch.Tensor, batch_size: int, rep
     """CPU ms per 128 regions of each stage of the torch backend (validation, packing, every feature class), over
     all regions in batches of `batch_size`: the best of `repeats` passes after a warm-up pass."""
     from vlp.radiomics import torch_backend
-    from vlp.radiomics.torch_backend.discretisation import REUSED, prepare_canvas
+    from vlp.radiomics.torch_backend.discretisation import prepare_canvas
 
     ext = RadiomicsExtractor("torch")
     n = images.shape[0]
@@ -107,7 +107,7 @@ def per_class_ms(images: torch.Tensor, masks: torch.Tensor, batch_size: int, rep
             boxes = ext.check(img, msk)
             spent["validation"] = spent.get("validation", 0.0) + time.process_time() - t
             t = time.process_time()
-            canvas = prepare_canvas(img, msk, boxes, buffers=REUSED)  # as extract does
+            canvas = prepare_canvas(img, msk, boxes)
             spent["packing"] = spent.get("packing", 0.0) + time.process_time() - t
             for name in torch_backend.FEATURE_CLASSES:
                 t = time.process_time()
