@@ -206,21 +206,6 @@ def test_features_with_and_without_kernels(nih_regions, monkeypatch, setting):
         assert on.shape[1] == len(ALL_FEATURE_CLASSES and ext.feature_names) == 102
 
 
-def test_reused_canvas_buffers_give_the_features_of_fresh_ones(nih_regions):
-    """extract packs every canvas into this thread's reused buffers: batches of different sizes in a row (a larger
-    canvas, then a smaller one over the larger one's leftovers) give the features of canvases packed fresh."""
-    images = torch.from_numpy(nih_regions.images)
-    masks = torch.from_numpy(nih_regions.masks)
-    ext = RadiomicsExtractor("torch")
-    classes = tuple(ALL_FEATURE_CLASSES)
-    for lo, hi in ((0, 24), (20, 23), (3, 9)):
-        boxes = ext.check(images[lo:hi], masks[lo:hi])
-        reused = torch_backend.extract(images[lo:hi], masks[lo:hi], boxes, classes)
-        fresh = torch_backend.compute_canvas(discretisation.prepare_canvas(images[lo:hi], masks[lo:hi], boxes), classes)
-        assert torch.equal(reused.isnan(), fresh.isnan())
-        assert torch.equal(reused.nan_to_num(), fresh.nan_to_num())
-
-
 def test_kernels_only_on_the_cpu_numpy_path(nih_regions, monkeypatch):
     img = torch.from_numpy(nih_regions.images[:3])
     msk = torch.from_numpy(nih_regions.masks[:3])

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import firstorder, glcm, gldm, glrlm, glszm, ngtdm, shape2d
-from .discretisation import REUSED, Canvas, prepare_canvas, region_boxes
+from .discretisation import Canvas, prepare_canvas, region_boxes
 
 FEATURE_CLASSES: dict[str, ModuleType] = {
     "firstorder": firstorder,
@@ -81,9 +81,7 @@ def extract(
     images (B, H, W) real dtype, masks (B, H, W) bool, boxes (B, 4) (r0, r1, c0, c1) inclusive bounds of
     each non-empty, two-dimensional mask. Regions are packed in chunks of at most `max_pixels` canvas pixels,
     and of at most MAX_MATRIX_CELLS texture-matrix cells when they have many gray levels. `vectorised` and
-    `zone_method` choose the CPU or GPU code paths (None: by device); both give the same features. On the kernel
-    path the canvases are packed into this thread's reused buffers (`discretisation.REUSED`): each is consumed
-    before the next is packed.
+    `zone_method` choose the CPU or GPU code paths (None: by device); both give the same features.
     """
     b = masks.shape[0]
     n_features = sum(len(FEATURE_CLASSES[c].FEATURE_NAMES) for c in feature_classes)
@@ -93,12 +91,12 @@ def extract(
     def run(lo: int, hi: int, canvas: Canvas | None = None) -> None:
         sel = slice(lo, hi)
         if canvas is None:
-            canvas = prepare_canvas(images[sel], masks[sel], boxes[sel], bin_width, bin_count, vectorised, REUSED)
+            canvas = prepare_canvas(images[sel], masks[sel], boxes[sel], bin_width, bin_count, vectorised)
         out[sel] = compute_canvas(canvas, feature_classes, gldm_alpha, voxel_array_shift, zone_method)
 
     for idx in _chunks(areas, max_pixels):
         lo, hi = int(idx[0]), int(idx[-1]) + 1
-        canvas = prepare_canvas(images[lo:hi], masks[lo:hi], boxes[lo:hi], bin_width, bin_count, vectorised, REUSED)
+        canvas = prepare_canvas(images[lo:hi], masks[lo:hi], boxes[lo:hi], bin_width, bin_count, vectorised)
         if canvas.n_regions == 1 or canvas.n_regions * 4 * canvas.n_bins**2 <= MAX_MATRIX_CELLS:
             run(lo, hi, canvas)
             continue

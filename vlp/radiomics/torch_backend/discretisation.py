@@ -26,7 +26,6 @@ Phenotype", Cancer Research 77(21), 2017 (PyRadiomics); Leijenaar et al., Sci. R
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,37 +256,10 @@ def _pack_cpu(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray
 _KERNEL_DTYPES = (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.int64, np.float32, np.float64)
 
 
-class CanvasBuffers(threading.local):
-    """Canvas arrays kept for reuse by the next batch of the same thread (`extract` on the kernel path).
-
-    A fresh multi-megabyte array costs a page fault per 4 KB page when it is first written, more than the packing
-    itself; a kept one is only zeroed. Each array is a view of a buffer that grows to the largest canvas seen (at
-    most `extract`'s max_pixels per array), so a canvas packed into these buffers is valid until the next one is.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
-
-    def zeros(self, name: str, shape: tuple[int, int], dtype) -> np.ndarray:
-        n = shape[0] * shape[1]
-        key = (name, np.dtype(dtype))
-        buf = self.buffers.get(key)
-        if buf is None or buf.size < n:
-            buf = self.buffers[key] = np.empty(n, dtype=dtype)
-        out = buf[:n].reshape(shape)
-        out.fill(0)
-        return out
-
-
-REUSED = CanvasBuffers()
-
-
 def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray, x0: np.ndarray,
-                 hh: int, ww: int, bin_width: float, bin_count: int | None,
-                 buffers: CanvasBuffers | None = None) -> tuple:
+                 hh: int, ww: int, bin_width: float, bin_count: int | None) -> tuple:
     """Fill the canvas with the compiled kernels (`kernels.region_min_max`, `kernels.fill_canvas`): the same
-    canvas as `_pack_cpu`, plus the (R, Ng) level histogram, with levels already in their final dtype. With
-    `buffers`, the canvas arrays are views of reused buffers."""
+    canvas as `_pack_cpu`, plus the (R, Ng) level histogram, with levels already in their final dtype."""
     from . import kernels
 
     img = images.detach().numpy()
@@ -313,16 +285,15 @@ def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndar
         edge_start[1:] = np.cumsum([len(e) for e in per_region])
         max_level = np.array([np.digitize(b, e) for b, e in zip(mx.tolist(), per_region)], dtype=np.int64)
     n_levels = int(max_level.max())
-    zeros = buffers.zeros if buffers is not None else lambda name, shape, dtype: np.zeros(shape, dtype=dtype)
-    levels = zeros("levels", (hh, ww), dtype=np.uint8 if n_levels < 256 else np.int32)
+    levels = np.zeros((hh, ww), dtype=np.uint8 if n_levels < 256 else np.int32)
     # the narrowest dtypes that hold the region index and the intensity offsets (fewer bytes for a fresh canvas)
-    region = zeros("region", (hh, ww), dtype=np.int16 if n < 2**15 - 1 else np.int32)
+    region = np.zeros((hh, ww), dtype=np.int16 if n < 2**15 - 1 else np.int32)
     if integer:
         span = int((mx.astype(np.int64) - mn.astype(np.int64)).max())
-        values = zeros("values", (hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
-                       np.int32 if span < 2**31 else np.int64)
+        values = np.zeros((hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
+                          np.int32 if span < 2**31 else np.int64)
     else:
-        values = zeros("values", (hh, ww), dtype=np.float64)
+        values = np.zeros((hh, ww), dtype=np.float64)
     hist = np.zeros((n, n_levels + 1), dtype=np.int64)
     kernels.fill_canvas(img, msk, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, integer, levels, region,
                         values, hist)
@@ -417,12 +388,9 @@ def prepare_canvas(
     bin_width: float = 25.0,
     bin_count: int | None = None,
     vectorised: bool | None = None,
-    buffers: CanvasBuffers | None = None,
 ) -> Canvas:
     """Pack and discretise validated regions: images (B, H, W) real, masks (B, H, W) bool, boxes (B, 4) int
-    (r0, r1, c0, c1 inclusive). `vectorised` None: numpy per-region slices on CPU, gathers elsewhere. `buffers`
-    (kernel path only): pack into reused arrays (`CanvasBuffers`; the canvas is then valid until the next one packed
-    into the same buffers)."""
+    (r0, r1, c0, c1 inclusive). `vectorised` None: numpy per-region slices on CPU, gathers elsewhere."""
     if images.dtype == torch.bool:
         images = images.to(torch.uint8)
     heights = boxes[:, 1] - boxes[:, 0] + 1
@@ -435,7 +403,7 @@ def prepare_canvas(
     hist = None
     if use_kernels:
         levels, region, values, stats, hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width,
-                                                           bin_count, buffers)
+                                                           bin_count)
     else:
         pack = _pack_vectorised if vectorised else _pack_cpu
         levels, region, values, stats = pack(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
