@@ -282,6 +282,8 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
     by_length = np.zeros((r, 4, side), dtype=np.int64)
     entropy = np.zeros((r, 4))
     n_runs = np.zeros(4)
+    cell_angle = np.empty((n_levels + 1) * 4 * s1, dtype=np.int64)  # the region's non-empty cells, in table order
+    cell_count = np.empty((n_levels + 1) * 4 * s1, dtype=np.int64)
     nr = 0
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
@@ -313,16 +315,22 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
                     if g > 0:
                         table[g * 4 * s1 + 3 * s1 + x - start] += 1
                     start = x
-        # the sums over this region's cells (runs are at most max(h, w) long); then the table is zeroed
-        longest = max(h, w)
+        # the sums over this region's cells, zeroing the table for the next region; runs along (1, 0) are at most h
+        # long, along (0, 1) at most w, along the diagonals at most min(h, w)
         n_runs[:] = 0
+        n_cells = 0
         for g in range(1, max_level[k] + 1):
             for a in range(4):
                 base = (g * 4 + a) * s1
+                longest = h if a == 1 else w if a == 3 else min(h, w)
                 s0 = sj = sj2 = sinv = 0.0
                 for j in range(1, longest + 1):
                     m = table[base + j]
                     if m > 0:
+                        table[base + j] = 0
+                        cell_angle[n_cells] = a
+                        cell_count[n_cells] = m
+                        n_cells += 1
                         jf = np.float64(j)
                         s0 += m
                         sj += m * jf
@@ -335,17 +343,9 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
                 by_level[2, k, a, g - 1] = sj2
                 by_level[3, k, a, g - 1] = sinv
                 n_runs[a] += s0
-        for g in range(1, max_level[k] + 1):
-            for a in range(4):
-                base = (g * 4 + a) * s1
-                e = 0.0
-                for j in range(1, longest + 1):
-                    m = table[base + j]
-                    if m > 0:
-                        p = m / n_runs[a]
-                        e -= p * np.log2(p + _EPS)
-                        table[base + j] = 0
-                entropy[k, a] += e
+        for c in range(n_cells):  # the entropy, once each angle's number of runs is known
+            p = cell_count[c] / n_runs[cell_angle[c]]
+            entropy[k, cell_angle[c]] -= p * np.log2(p + _EPS)
     return by_level, by_length, entropy, nr
 
 
