@@ -384,22 +384,18 @@ def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, s
     for i in range(h):
         row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
         cur_lo = n
-        x = 1
-        while x <= w:
+        start = 1
+        for x in range(1, w + 1):  # a run ends where the next pixel has another level
             g = row[x]
-            if g == 0:
-                x += 1
-                continue
-            first = x
-            while row[x + 1] == g:
-                x += 1
-            run_start[n] = first
-            run_end[n] = x
-            run_level[n] = g
-            parent[n] = n
-            size[n] = 0
-            n += 1
-            x += 1
+            if row[x + 1] != g:
+                if g > 0:
+                    run_start[n] = start
+                    run_end[n] = x
+                    run_level[n] = g
+                    parent[n] = n
+                    size[n] = 0
+                    n += 1
+                start = x + 1
         j = prev_lo
         for c in range(cur_lo, n):
             while j < prev_hi and run_end[j] < run_start[c] - 1:
