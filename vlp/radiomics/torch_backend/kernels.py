@@ -377,8 +377,8 @@ def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, s
     every run of the row above that has its level and overlaps it or touches it diagonally (the above run starts at
     most one column after the run ends and ends at most one column before it starts), found by one merge-like sweep
     over both rows' runs. Roots are always the smaller run index, so a zone's root is its first run (zones come in
-    the raster order of their first pixel); its size is the summed length of its runs. The work arrays hold at
-    least h * w entries."""
+    the raster order of their first pixel); its size is the summed length of its runs. On return every run's parent
+    is its root. The work arrays hold at least h * w entries."""
     n = 0
     prev_lo = prev_hi = 0
     for i in range(h):
@@ -411,8 +411,9 @@ def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, s
                         root = _join(parent, a, root)
                 t += 1
         prev_lo, prev_hi = cur_lo, n
-    for c in range(n):
-        size[_find(parent, c)] += run_end[c] - run_start[c] + 1
+    for c in range(n):  # parent[c] <= c always, so in increasing order parent[parent[c]] is already a root
+        parent[c] = parent[parent[c]]
+        size[parent[c]] += run_end[c] - run_start[c] + 1
     return n
 
 
