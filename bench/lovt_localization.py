@@ -19,9 +19,9 @@ sentence->region attention, added after ``attended`` failed, chosen on training-
 Data-only references: a centre Gaussian map, the mean box mask of the finding (demo: the training split's
 boxes; NIH: the other images' boxes, leave-one-image-out), and chance (a random pixel: the box's area share).
 
-    .venv/bin/python bench/lovt_localization.py                   # documented CPU run: 50 steps x 3 seeds, ~35-40 min
+    .venv/bin/python bench/lovt_localization.py                   # documented CPU run: 50 steps x 3 seeds, ~12 min
     .venv/bin/python bench/lovt_localization.py --steps 200 --seeds 0 --block long \
-        --work-dir runs/bench_lovt_localization_200                # the longer single-seed CPU run, ~25 min
+        --work-dir runs/bench_lovt_localization_200                # the longer single-seed CPU run, ~11 min
     .venv/bin/python bench/lovt_localization.py --steps 400 --seeds 0 1 2 3 4 --demo-train 5000   # on a GPU
 
 Prints the tables and writes them into docs/benchmarks/lovt_localization.md (``--out``) between the markers
