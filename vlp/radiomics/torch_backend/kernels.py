@@ -1,11 +1,14 @@
 """Compiled CPU kernels (numba) for the torch radiomics backend: one pass per feature class over the canvas.
 
-Each kernel reads the packed canvas (numpy views of its tensors) and returns the counts that the feature formulas
-of its class need: the packing and the level histograms, the co-occurrence counts (GLCM), the non-empty run-length
-matrix cells (GLRLM), the zones (GLSZM), the dependence counts (GLDM), the neighbourhood-difference sums (NGTDM)
-and the marching-squares case counts and moment sums of shape2D. The counts are integers and equal those of the
-numpy/torch path; the feature formulas stay in the class modules and are shared by both paths, so the features
-agree to rounding (tests/radiomics/test_kernels.py).
+Each kernel reads the packed canvas (numpy views of its tensors; the masks for the region bounds and the packing)
+and returns what the feature formulas of its class need: the region bounds, the packing and the level histograms,
+the co-occurrence counts (GLCM), the sums over the run-length matrices (GLRLM: by level, by length, entropy), the
+sums over the zones (GLSZM), the dependence counts (GLDM), the neighbourhood-difference sums (NGTDM) and the
+marching-squares case counts and moment sums of shape2D. They equal what the numpy/torch path computes (integer
+counts exactly, float sums to rounding); the feature formulas stay in the class modules and are shared by both
+paths, so the features agree to rounding (tests/radiomics/test_kernels.py). Counting loops are written for this
+CPU's pipeline, each choice timed against the alternative (docs/radiomics_engine.md, Speed): tables interleaved
+by column mod 4 where neighbouring pixels often hit the same cell, branches where the event is rare or clustered.
 
 The kernels are used only when numba imports, ``ENABLED`` is true (``VLP_RADIOMICS_NUMBA=0`` turns it off) and the
 canvas is on the CPU and packed without the vectorised (GPU) path; the canvas records the choice
