@@ -162,16 +162,15 @@ def zones(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor, Te
 
 
 ZONE_SUMS: tuple[str, ...] = (
-    "count", "g2", "s2", "g2s2", "s2/g2", "1/g2", "1/s2", "g2/s2", "1/(g2s2)", "s", "(s-mean)2", "size_counts2",
-    "entropy",
+    "count", "g2", "s2", "g2s2", "s2/g2", "1/g2", "1/s2", "g2/s2", "1/(g2s2)", "(s-mean)2", "size_counts2", "entropy",
 )  # the per-region sums over zones (gray level g, size s) that the features need; see `zone_sums`
 
 
 def zone_sums(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor]:
-    """(R, 13) float64 sums over each region's zones in ZONE_SUMS order, and the zones per gray level (R, Ng).
+    """(R, 12) float64 sums over each region's zones in ZONE_SUMS order, and the zones per gray level (R, Ng).
 
     The sums: the number of zones; the sums of g^2, s^2, g^2 s^2, s^2 / g^2, 1 / g^2, 1 / s^2, g^2 / s^2,
-    1 / (g^2 s^2), s and (s - mean s)^2; the sum over sizes of the squared number of zones of that size; the entropy
+    1 / (g^2 s^2) and (s - mean s)^2; the sum over sizes of the squared number of zones of that size; the entropy
     -sum p log2(p + eps) of the joint (level, size) distribution. From the list of zones (`zones`, `method`), or,
     when the canvas uses the kernels and `method` is None or "kernel", summed by the compiled pass that finds them
     (`kernels.glszm_sums`).
@@ -205,7 +204,7 @@ def zone_sums(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor
     columns = {
         "count": nz, "g2": per_region(g2), "s2": per_region(s2), "g2s2": per_region(g2 * s2),
         "s2/g2": per_region(s2 / g2), "1/g2": per_region(1 / g2), "1/s2": per_region(1 / s2),
-        "g2/s2": per_region(g2 / s2), "1/(g2s2)": per_region(1 / (g2 * s2)), "s": per_region(s),
+        "g2/s2": per_region(g2 / s2), "1/(g2s2)": per_region(1 / (g2 * s2)),
         "(s-mean)2": per_region((s - u_s[zb]) ** 2), "size_counts2": szn, "entropy": entropy,
     }
     return torch.stack([columns[k] for k in ZONE_SUMS], dim=1), pg

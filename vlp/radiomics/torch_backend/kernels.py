@@ -142,8 +142,8 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
     """
     n_lut = lut.shape[0]
     use_lut = n_lut > 0
-    n_hist = hist.shape[1]
-    table = np.zeros((4, n_hist), dtype=np.int64)  # the histogram in four copies, by column mod 4
+    copies = _copies(hist.shape[1])
+    table = np.zeros((copies, hist.shape[1]), dtype=np.int64)  # the histogram in copies, by column mod 4
     for k in range(boxes.shape[0]):
         r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         base = 0
@@ -188,10 +188,8 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                     reg_out[x] = tag * m
                     val_out[x] = (v - low) * m
             for x in range(w):
-                table[x & 3, lv_out[x]] += 1
-        for g in range(n_hist):
-            hist[k, g] = table[0, g] + table[1, g] + table[2, g] + table[3, g]
-            table[0, g] = table[1, g] = table[2, g] = table[3, g] = 0
+                table[x & (copies - 1), lv_out[x]] += 1
+        _sum_copies(table, hist[k])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -458,15 +456,15 @@ def glszm_zones(levels, boxes):
 @njit(cache=True, nogil=True)
 def glszm_sums(levels, boxes, n_levels):
     """The sums over every region's zones that the GLSZM features need (`glszm.ZONE_SUMS` order; `glszm.zone_sums`
-    computes the same from a list of zones): (R, 13) float64 and the zones per gray level (R, Ng) float64.
+    computes the same from a list of zones): (R, 12) float64 and the zones per gray level (R, Ng) float64.
 
     Per region, over its zones (level g, size s; `_region_zones`): the count, the sums of g^2, s^2, g^2 s^2, s^2 / g^2,
-    1 / g^2, 1 / s^2, g^2 / s^2, 1 / (g^2 s^2), s and (s - mean s)^2, the sum of squared zone counts per size, and the
+    1 / g^2, 1 / s^2, g^2 / s^2, 1 / (g^2 s^2) and (s - mean s)^2, the sum of squared zone counts per size, and the
     entropy of the joint (level, size) distribution, -sum p log2(p + eps) (the zones sorted by size, and by
     (level, size), give the counts)."""
     r = boxes.shape[0]
     run_start, run_end, run_level, parent, size = _zone_work_arrays(boxes)
-    sums = np.zeros((r, 13))
+    sums = np.zeros((r, 12))
     pg = np.zeros((r, n_levels))
     zs = np.empty(run_start.shape[0], dtype=np.int64)
     zkey = np.empty(run_start.shape[0], dtype=np.int64)
@@ -480,8 +478,10 @@ def glszm_sums(levels, boxes, n_levels):
                 zkey[nz] = run_level[c] * (h * w + 1) + size[c]
                 nz += 1
         t = sums[k]
+        sum_s = 0.0
         for z in range(nz):
-            g = np.float64(zkey[z] // (h * w + 1))
+            level = zkey[z] // (h * w + 1)
+            g = np.float64(level)
             sz = np.float64(zs[z])
             g2, s2 = g * g, sz * sz
             t[1] += g2
@@ -492,12 +492,12 @@ def glszm_sums(levels, boxes, n_levels):
             t[6] += 1 / s2
             t[7] += g2 / s2
             t[8] += 1 / (g2 * s2)
-            t[9] += sz
-            pg[k, zkey[z] // (h * w + 1) - 1] += 1
+            sum_s += sz
+            pg[k, level - 1] += 1
         t[0] = nz
-        mean_s = t[9] / nz
+        mean_s = sum_s / nz
         for z in range(nz):
-            t[10] += (zs[z] - mean_s) ** 2
+            t[9] += (zs[z] - mean_s) ** 2
         sizes = np.sort(zs[:nz])
         keys = np.sort(zkey[:nz])
         run = 1
@@ -505,7 +505,7 @@ def glszm_sums(levels, boxes, n_levels):
             if z < nz and sizes[z] == sizes[z - 1]:
                 run += 1
             else:
-                t[11] += run * run
+                t[10] += run * run
                 run = 1
         run = 1
         for z in range(1, nz + 1):
@@ -513,7 +513,7 @@ def glszm_sums(levels, boxes, n_levels):
                 run += 1
             else:
                 p = run / nz
-                t[12] -= p * np.log2(p + _EPS)
+                t[11] -= p * np.log2(p + _EPS)
                 run = 1
     return sums, pg
 
@@ -607,9 +607,9 @@ def ngtdm_sums(levels, boxes, n_levels):
 
 @njit(cache=True, nogil=True)
 def shape_sums(levels, boxes):
-    """Per region (R, 24) int64: the number of 2x2 windows of each marching-squares case (16 columns), the pixel
-    coordinate moments (sum y, sum x, sum y^2, sum x^2, sum x y, in box coordinates, pixel count) and the
-    squared maximum diameter in doubled coordinates (column 23).
+    """Per region (R, 22) int64: the number of 2x2 windows of each marching-squares case (16 columns), the pixel
+    coordinate moments (sum y, sum x, sum y^2, sum x^2, sum x y, in box coordinates; the pixel count is the
+    canvas') and the squared maximum diameter in doubled coordinates (column 21).
 
     Windows: every 2x2 window of the box grown by one pixel, case = corners (0,0) + 2 (0,1) + 4 (1,1) + 8 (1,0)
     (the perimeter and mesh area are sums of per-case weights; cases 0 and 15, all out and all in, weigh nothing
@@ -619,7 +619,7 @@ def shape_sums(levels, boxes):
     hull, and those candidates are compared pairwise. All integers: exact.
     """
     r = boxes.shape[0]
-    out = np.zeros((r, 24), dtype=np.int64)
+    out = np.zeros((r, 22), dtype=np.int64)
     side = 1
     for k in range(r):
         side = max(side, boxes[k, 2], boxes[k, 3])
@@ -636,7 +636,7 @@ def shape_sums(levels, boxes):
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         cases[:] = 0
-        sy = sx = syy = sxx = sxy = npix = 0
+        sy = sx = syy = sxx = sxy = 0
         for i in range(2 * h + 3):
             row_lo[i] = 2**62
             row_hi[i] = -1
@@ -672,7 +672,6 @@ def shape_sums(levels, boxes):
                     cnt += m
                     s1 += m * x
                     s2 += m * x * x
-                npix += cnt
                 sy += cnt * yy
                 syy += cnt * yy * yy
                 sx += s1
@@ -707,8 +706,7 @@ def shape_sums(levels, boxes):
         out[k, 18] = syy
         out[k, 19] = sxx
         out[k, 20] = sxy
-        out[k, 21] = npix
-        out[k, 23] = d2
+        out[k, 21] = d2
     return out
 
 

@@ -196,7 +196,7 @@ def compute(canvas: Canvas) -> Tensor:
         cyy = sums[:, 18] / n - my**2
         cxx = sums[:, 19] / n - mx**2
         cxy = sums[:, 20] / n - mx * my
-        diameter = torch.sqrt(sums[:, 23]) / 2
+        diameter = torch.sqrt(sums[:, 21]) / 2
     else:
         perimeter, surface, diameter, cyy, cxx, cxy = _canvas_sums(canvas)
     half_tr = (cyy + cxx) / 2
