@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="device of the torch backend (cpu, cuda, cuda:1, ...)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch backend's CPU threads (its num_threads; default 1: one core, as PyRadiomics)")
-    p.add_argument("--min-seconds", type=float, default=3.0, help="time spent per torch batch size, split over the rounds")
+    p.add_argument("--min-seconds", type=float, default=3.0,
+                   help="time spent per torch batch size, split over the rounds")
     p.add_argument("--pyradiomics-regions", type=int, default=200, help="regions PyRadiomics is timed on")
     p.add_argument("--pyradiomics-workers", type=int, default=0, help="processes for PyRadiomics (0: serial)")
     p.add_argument("--rounds", type=int, default=3,
@@ -261,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if stages:
         text += "\n".join([
             "",
-            f"Where the time goes at batch size {args.per_class} (CPU ms per 128 regions; each stage's best of 2 passes "
-            "per round, over the rounds; the stages are timed one by one, so their sum is a little above a pass):",
+            f"Where the time goes at batch size {args.per_class} (CPU ms per 128 regions; each stage's best of 2 "
+            "passes per round, over the rounds; the stages are timed one by one, so their sum is a little above a "
+            "pass):",
             "",
             "| " + " | ".join(stages) + " | total |",
             "|" + "---:|" * (len(stages) + 1),
