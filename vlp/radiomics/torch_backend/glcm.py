@@ -14,6 +14,14 @@ and A A^T = A^2, so Q's eigenvalues are the squares of A's, which come from a ba
 (PyRadiomics uses a general one on Q; the values agree to rounding).
 A region with a single gray level has MCC 1, as in PyRadiomics.
 
+HXY1 and HXY2 (in Imc1 and Imc2) are computed as HX + HY: log2(px(i) py(j)) = log2 px(i) + log2 py(j), and
+summing over j (over i) with weights p(i, j) or px(i) py(j) leaves the marginals' entropies. PyRadiomics adds
+eps = 2.2e-16 inside each logarithm, which moves HXY1 by at most about Ng eps / min px (below 1e-8 even for a
+region of millions of pixels) and HXY2 by Ng^2 eps, far under the parity tolerance; where px(i) py(j) = 0 both
+sides have 0. One case needs the eps: an angle with a single gray level, where HX = HXY = HXY1 = HXY2 =
+-log2(1 + eps), a tiny non-zero number; PyRadiomics then gives Imc1 = Imc2 = 0, and so does this module (the
+three entropies are set equal there).
+
 The deprecated Dissimilarity, Homogeneity1/2 and SumVariance are not computed (PyRadiomics does not
 enable them). Reference: Haralick et al., "Textural Features for Image Classification", IEEE TSMC 1973;
 Zwanenburg et al., "Image biomarker standardisation initiative" (IBSI), 2016.
@@ -129,10 +137,9 @@ def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) 
 
     hx = entropy_terms(px).sum(2)
     hy = hx
-    pxpy = (px[:, :, :, None] * py[:, :, None, :]).flatten(2)
-    log_pxpy = torch.log2(pxpy + EPS)
-    hxy1 = -(flat * log_pxpy).sum(2)
-    hxy2 = -(pxpy * log_pxpy).sum(2)  # entropy_terms(pxpy)
+    # HXY1 = -sum p(i, j) log2(px(i) py(j) + eps) and HXY2 = -sum px(i) py(j) log2(px(i) py(j) + eps) both equal
+    # HX + HY (module docstring): no (Ng, Ng) logarithm.
+    hxy1 = hxy2 = torch.where(px.amax(2) == 1, hxy, hx + hy)
     div = torch.maximum(hx, hy)
     imc1 = torch.where(div != 0, (hxy - hxy1) / torch.where(div != 0, div, torch.ones_like(div)), torch.zeros_like(div))
     imc2 = torch.sqrt(1 - torch.exp(-2 * (hxy2 - hxy)))  # NaN when hxy2 < hxy, skipped by nanmean as in numpy
