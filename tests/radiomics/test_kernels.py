@@ -115,9 +115,9 @@ def test_packing_matches_numpy(pair):
 def test_texture_counts_match_numpy(pair):
     on, off = pair
     assert torch.equal(glcm.pair_counts(on), glcm.pair_counts(off))
-    by_level, by_length, entropy = glrlm.run_sums(on)
-    by_level_off, by_length_off, entropy_off = glrlm.run_sums(off)
-    assert torch.equal(by_length, by_length_off)  # run counts by length: integers
+    by_level, length_sq, entropy = glrlm.run_sums(on)
+    by_level_off, length_sq_off, entropy_off = glrlm.run_sums(off)
+    assert torch.equal(length_sq, length_sq_off)  # sums of squared run counts by length: integers
     assert torch.equal(by_level[:3], by_level_off[:3])  # sums of count * 1, j, j^2: integers
     torch.testing.assert_close(by_level[3], by_level_off[3], rtol=1e-14, atol=0)  # count / j^2
     torch.testing.assert_close(entropy, entropy_off, rtol=1e-13, atol=1e-15)
@@ -171,11 +171,11 @@ def test_hand_counted_checkerboard():
     lv = np.zeros((5, 7), dtype=np.uint8)
     lv[1:4, 1:5] = 1 + np.indices((3, 4)).sum(0) % 2
     boxes = np.array([[1, 1, 3, 4]])
-    by_level, by_length, entropy, nr = kernels.glrlm_sums(lv, boxes, np.array([2]), 2)
-    assert nr == 3
+    by_level, length_sq, entropy = kernels.glrlm_sums(lv, boxes, np.array([2]), 2)
     # vertical and horizontal: 12 one-pixel runs, 6 of each level; each diagonal: one run of each length 1, 2, 3
-    # per level (lengths 2, 3, 1 of level 1 and 1, 3, 2 of level 2 along (1, 1); the same along (1, -1))
-    assert by_length[0, :, :3].tolist() == [[2, 2, 2], [12, 0, 0], [2, 2, 2], [12, 0, 0]]
+    # per level (lengths 2, 3, 1 of level 1 and 1, 3, 2 of level 2 along (1, 1); the same along (1, -1)), so runs
+    # by length 2, 2, 2 on the diagonals and 12 on the others
+    assert length_sq[0].tolist() == [2**2 * 3, 12**2, 2**2 * 3, 12**2]
     assert by_level[0, 0].tolist() == [[3, 3], [6, 6], [3, 3], [6, 6]]  # runs by angle and level
     assert by_level[1, 0, 0].tolist() == [6, 6]  # (1, 1): pixels by level, 1 + 2 + 3
     assert by_level[2, 0, 0].tolist() == [14, 14]  # sum of j^2: 1 + 4 + 9

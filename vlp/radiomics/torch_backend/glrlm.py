@@ -146,7 +146,7 @@ def run_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
     """What the features need of the run-length matrices, per region and angle:
 
     - by_level (4, R, 4, Ng) float64: sums over the run lengths j of count(i, j) * w(j), w = 1, j, j^2, 1 / j^2;
-    - by_length (R, 4, Nr) float64: the number of runs of each length (Nr the longest run);
+    - length_sq (R, 4) float64: the sum over j of pr(j)^2, pr(j) the number of runs of length j;
     - entropy (R, 4) float64: -sum over the non-empty cells of p log2(p + eps), p = count / number of runs.
 
     From the non-empty cells (`run_cells`, a few weighted bincounts) or, with `canvas.kernels`, summed by the
@@ -156,10 +156,9 @@ def run_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
     if canvas.kernels:
         from .kernels import glrlm_sums
 
-        by_level, by_length, entropy, nr = glrlm_sums(fast_view(canvas.levels), canvas.boxes.numpy(),
-                                                      canvas.max_level.numpy().astype(np.int64), ng)
-        return (torch.from_numpy(by_level), torch.from_numpy(by_length[:, :, :nr].astype(np.float64)),
-                torch.from_numpy(entropy))
+        by_level, length_sq, entropy = glrlm_sums(fast_view(canvas.levels), canvas.boxes.numpy(),
+                                                  canvas.max_level.numpy().astype(np.int64), ng)
+        return torch.from_numpy(by_level), torch.from_numpy(length_sq), torch.from_numpy(entropy)
     ra, lvl, ln, cnt, nr = run_cells(canvas)
     cnt = cnt.to(torch.float64)
     j = ln.to(torch.float64)
@@ -170,7 +169,7 @@ def run_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
     by_length = torch.bincount(ra * nr + (ln - 1), weights=cnt, minlength=r * 4 * nr).view(r, 4, nr)
     n_runs = by_level[0].sum(2).flatten()
     entropy = torch.bincount(ra, weights=entropy_terms(cnt / n_runs[ra]), minlength=r * 4).view(r, 4)
-    return by_level, by_length, entropy
+    return by_level, (by_length * by_length).sum(2), entropy
 
 
 def _multi_element(canvas: Canvas) -> Tensor:
@@ -192,28 +191,26 @@ def compute(canvas: Canvas) -> Tensor:
 
     Per (region, angle): Nr runs, pr(j) runs of length j, pg(i) runs of level i; the joint emphases are the
     sums by level of count * g(j) times a column f(i). Angles of a region without a multi-pixel line are dropped
-    (the nanmean skips them).
+    (the nanmean skips them). RunVariance, sum_j pr(j) / Nr (j - mean)^2, is (Nr S2 - S1^2) / Nr^2 with the
+    integer sums S1 = sum_j pr(j) j (the pixels) and S2 = sum_j pr(j) j^2: exact until the last division.
     """
     dt = torch.float64
     dev = canvas.levels.device
     # every emphasis is a sum of count * g(j) * f(i): the sums by level of count * g(j), times the f columns
-    by_level, pr, run_entropy = run_sums(canvas)
-    ng, nr = by_level.shape[3], pr.shape[2]
+    by_level, length_sq, run_entropy = run_sums(canvas)
+    ng = by_level.shape[3]
     iv = torch.arange(1, ng + 1, dtype=dt, device=dev)
     i2 = iv**2
     sums = by_level @ torch.stack([torch.ones_like(iv), i2, 1 / i2], dim=1)  # (4 g, R, 4, 3 f)
-    n_runs, n_pix = sums[0, :, :, 0], sums[1, :, :, 0]
+    n_runs, n_pix, s2 = sums[0, :, :, 0], sums[1, :, :, 0], sums[2, :, :, 0]
     valid = (n_runs > 0) & _multi_element(canvas)
     nrs = torch.where(n_runs > 0, n_runs, torch.ones_like(n_runs))
     emphasis = sums / nrs[:, :, None]
     pg = by_level[0]  # (R, 4, Ng)
-    jv = torch.arange(1, nr + 1, dtype=dt, device=dev)
     pg_n = pg / nrs[:, :, None]
     u_i = (pg_n * iv).sum(2, keepdim=True)
-    pr_n = pr / nrs[:, :, None]
-    u_j = (pr_n * jv).sum(2, keepdim=True)
     gln = (pg**2).sum(2) / nrs
-    rln = (pr**2).sum(2) / nrs
+    rln = length_sq / nrs
 
     out = {
         "GrayLevelNonUniformity": gln,
@@ -228,7 +225,7 @@ def compute(canvas: Canvas) -> Tensor:
         "RunLengthNonUniformity": rln,
         "RunLengthNonUniformityNormalized": rln / nrs,
         "RunPercentage": n_runs / torch.where(n_runs > 0, n_pix, torch.ones_like(n_pix)),
-        "RunVariance": (pr_n * (jv - u_j) ** 2).sum(2),
+        "RunVariance": (nrs * s2 - n_pix * n_pix) / (nrs * nrs),
         "ShortRunEmphasis": emphasis[3, :, :, 0],
         "ShortRunHighGrayLevelEmphasis": emphasis[3, :, :, 1],
         "ShortRunLowGrayLevelEmphasis": emphasis[3, :, :, 2],

@@ -258,9 +258,8 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
     (FORWARD_4 order):
 
     - by_level (4, R, 4, Ng) float64: sum over run lengths j of count(i, j) * w(j), w = 1, j, j^2, 1 / j^2;
-    - by_length (R, 4, L) int64: runs of each length j = 1..L (L the widest box side; only the first Nr matter);
-    - entropy (R, 4) float64: -sum over the non-empty cells of p log2(p + eps), p = count / number of runs;
-    - nr: the longest run of the batch.
+    - length_sq (R, 4) float64: the sum over run lengths j of (the number of runs of length j)^2;
+    - entropy (R, 4) float64: -sum over the non-empty cells of p log2(p + eps), p = count / number of runs.
 
     A run is a maximal line of pixels of one gray level along an angle. Each region's box is walked row by row.
     For the three angles that go down a row, the length of the run so far at each pixel is one more than at its
@@ -280,12 +279,12 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
     table = np.zeros((n_levels + 1) * 4 * s1, dtype=np.int64)
     run = np.zeros((2, 3, wmax + 2), dtype=np.int32)  # run lengths so far: [row parity, angle 0..2, column + 1]
     by_level = np.zeros((4, r, 4, n_levels))
-    by_length = np.zeros((r, 4, side), dtype=np.int64)
+    by_length = np.zeros((4, side + 1), dtype=np.int64)  # this region's runs by angle and length
+    length_sq = np.zeros((r, 4))
     entropy = np.zeros((r, 4))
     n_runs = np.zeros(4)
     cell_angle = np.empty((n_levels + 1) * 4 * s1, dtype=np.int64)  # the region's non-empty cells, in table order
     cell_count = np.empty((n_levels + 1) * 4 * s1, dtype=np.int64)
-    nr = 0
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         run[:, :, : w + 2] = 0
@@ -337,17 +336,23 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
                         sj += m * jf
                         sj2 += m * jf * jf
                         sinv += m / (jf * jf)
-                        by_length[k, a, j - 1] += m
-                        nr = max(nr, j)
+                        by_length[a, j] += m
                 by_level[0, k, a, g - 1] = s0
                 by_level[1, k, a, g - 1] = sj
                 by_level[2, k, a, g - 1] = sj2
                 by_level[3, k, a, g - 1] = sinv
                 n_runs[a] += s0
+        for a in range(4):
+            longest = h if a == 1 else w if a == 3 else min(h, w)
+            total = 0
+            for j in range(1, longest + 1):
+                total += by_length[a, j] * by_length[a, j]
+                by_length[a, j] = 0
+            length_sq[k, a] = total
         for c in range(n_cells):  # the entropy, once each angle's number of runs is known
             p = cell_count[c] / n_runs[cell_angle[c]]
             entropy[k, cell_angle[c]] -= p * np.log2(p + _EPS)
-    return by_level, by_length, entropy, nr
+    return by_level, length_sq, entropy
 
 
 @njit(cache=True, nogil=True)
