@@ -42,7 +42,8 @@ class Canvas:
     """The regions of a batch packed onto one 2D canvas.
 
     levels: (H, W) gray levels, 1..Ng inside a region, 0 elsewhere; uint8 when Ng < 256, else int32.
-    region: (H, W) int32 region index + 1 inside a region, 0 elsewhere (int16 on the kernel path when it fits).
+    region: (H, W) int32 region index + 1 inside a region, 0 elsewhere; on the kernel path, which rarely needs it,
+        built from the levels and boxes on first use (int16 when it fits).
     values: (H, W) intensities inside the regions: for integer images the offset from the region's
         minimum (int32; on the kernel path the narrowest of uint8, int16, int32, int64 that holds it), for
         float images the raw value (float64); undefined elsewhere.
@@ -56,7 +57,6 @@ class Canvas:
     """
 
     levels: Tensor
-    region: Tensor
     values: Tensor
     n_regions: int
     n_levels: int
@@ -69,6 +69,7 @@ class Canvas:
     integer_valued: bool
     kernels: bool = False
     cache: dict = field(default_factory=dict, repr=False)  # intermediate results shared by feature classes
+    _region: Tensor | None = field(default=None, repr=False)
     _key: Tensor | None = field(default=None, repr=False)
     _level_hist: Tensor | None = field(default=None, repr=False)
 
@@ -76,6 +77,17 @@ class Canvas:
     def n_bins(self) -> int:
         """K = n_levels + 1: gray levels including the background level 0."""
         return self.n_levels + 1
+
+    @property
+    def region(self) -> Tensor:
+        """(H, W) region index + 1 inside a region, 0 elsewhere (see the class docstring)."""
+        if self._region is None:
+            lv = fast_view(self.levels)
+            reg = np.zeros(lv.shape, dtype=np.int16 if self.n_regions < 2**15 - 1 else np.int32)
+            for k, (y0, x0, h, w) in enumerate(self.boxes.tolist()):  # boxes are apart: a level > 0 is region k's
+                reg[y0 : y0 + h, x0 : x0 + w] = (lv[y0 : y0 + h, x0 : x0 + w] > 0) * (k + 1)
+            self._region = torch.from_numpy(reg).to(self.levels.device)
+        return self._region
 
     @property
     def key(self) -> Tensor:
@@ -259,7 +271,8 @@ _KERNEL_DTYPES = (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.int64, np
 def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray, x0: np.ndarray,
                  hh: int, ww: int, bin_width: float, bin_count: int | None) -> tuple:
     """Fill the canvas with the compiled kernels (`kernels.region_min_max`, `kernels.fill_canvas`): the same
-    canvas as `_pack_cpu`, plus the (R, Ng) level histogram, with levels already in their final dtype."""
+    canvas as `_pack_cpu` but no region map (`Canvas.region` builds it if asked), plus the (R, Ng) level
+    histogram, with levels already in their final dtype."""
     from . import kernels
 
     img = images.detach().numpy()
@@ -286,8 +299,7 @@ def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndar
         max_level = np.array([np.digitize(b, e) for b, e in zip(mx.tolist(), per_region)], dtype=np.int64)
     n_levels = int(max_level.max())
     levels = np.zeros((hh, ww), dtype=np.uint8 if n_levels < 256 else np.int32)
-    # the narrowest dtypes that hold the region index and the intensity offsets (fewer bytes for a fresh canvas)
-    region = np.zeros((hh, ww), dtype=np.int16 if n < 2**15 - 1 else np.int32)
+    # the narrowest dtype that holds the intensity offsets (fewer bytes for a fresh canvas)
     if integer:
         span = int((mx.astype(np.int64) - mn.astype(np.int64)).max())
         values = np.zeros((hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
@@ -295,12 +307,12 @@ def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndar
     else:
         values = np.zeros((hh, ww), dtype=np.float64)
     hist = np.zeros((n, n_levels + 1), dtype=np.int64)
-    kernels.fill_canvas(img, msk, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, integer, levels, region,
-                        values, hist)
+    kernels.fill_canvas(img, msk, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, integer, levels, values,
+                        hist)
     count = hist[:, 1:].sum(1)
     stats = np.stack([mn.astype(np.float64), mx.astype(np.float64), max_level.astype(np.float64),
                       count.astype(np.float64)], 1)
-    return levels, region, values, stats, hist[:, 1:]
+    return levels, values, stats, hist[:, 1:]
 
 
 def _pack_vectorised(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray,
@@ -400,22 +412,20 @@ def prepare_canvas(
     y0, x0, hh, ww, shelves = shelf_pack(ph, pw)
     vectorised = images.device.type != "cpu" if vectorised is None else vectorised
     use_kernels = kernels_for(images, vectorised)
-    hist = None
+    hist = region = None
     if use_kernels:
-        levels, region, values, stats, hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width,
-                                                           bin_count)
+        levels, values, stats, hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
     else:
         pack = _pack_vectorised if vectorised else _pack_cpu
         levels, region, values, stats = pack(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
     dev = images.device
     if not isinstance(levels, Tensor):
-        levels, region, values = (torch.from_numpy(a) for a in (levels, region, values))
-        stats = torch.from_numpy(stats)
+        levels, values, stats = (torch.from_numpy(a) for a in (levels, values, stats))
+        region = None if region is None else torch.from_numpy(region)
     stats = stats.to(dev, torch.float64)
     n_levels = int(stats[:, 2].max().item())
     return Canvas(
         levels=levels.to(dev, torch.uint8 if n_levels < 256 else torch.int32),
-        region=region.to(dev),
         values=values.to(dev),
         n_regions=len(boxes),
         n_levels=n_levels,
@@ -427,6 +437,7 @@ def prepare_canvas(
         max_value=stats[:, 1],
         integer_valued=not images.is_floating_point(),
         kernels=use_kernels,
+        _region=None if region is None else region.to(dev),
         _level_hist=None if hist is None else torch.from_numpy(hist).to(torch.float64),
     )
 

@@ -129,7 +129,7 @@ def region_min_max(images, masks, boxes, mn, mx):
 
 @njit(cache=True, nogil=True)
 def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, subtract_min,
-                levels, region, values, hist):
+                levels, values, hist):
     """Copy every region onto the canvas with its gray levels (PyRadiomics' ``binImage``).
 
     Region k's box (boxes[k] = r0, r1, c0, c1) goes to canvas rows y0[k].. and columns x0[k].., transposed when
@@ -137,8 +137,8 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
     bin width w) ``lut[v - lut_min] = v // w`` and the level is ``v // w - (mn // w - 1)`` (no division per
     pixel); without one (``lut`` empty) ``numpy.digitize(v, e)`` with the region's edges
     e = edges[edge_start[k] : edge_start[k + 1]] (the number of edges <= v). Writes levels (0 outside the mask),
-    region (k + 1 inside), values (v - mn[k] when subtract_min, else v; 0 outside) and the (B, Ng + 1) level
-    histogram `hist` (column 0 counts the box pixels outside the mask).
+    values (v - mn[k] when subtract_min, else v; 0 outside) and the (B, Ng + 1) level histogram `hist` (column 0
+    counts the box pixels outside the mask).
     """
     n_lut = lut.shape[0]
     use_lut = n_lut > 0
@@ -151,7 +151,6 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
             base = lut[np.int64(mn[k]) - lut_min] - 1
         e0, e1 = edge_start[k], edge_start[k + 1]
         low = mn[k] if subtract_min else mn[k] - mn[k]
-        tag = k + 1
         # canvas row i of the box holds image row r0 + i, or image column c0 + i when flipped: written row by row
         # (strided reads of a flipped box's columns cost less than strided writes)
         rows = c1 - c0 + 1 if flip[k] else r1 - r0 + 1
@@ -164,14 +163,12 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                 src = images[k, r0 + i, c0 : c1 + 1]
                 inside = masks[k, r0 + i, c0 : c1 + 1]
             lv_out = levels[y0[k] + i, x0[k] : x0[k] + w]
-            reg_out = region[y0[k] + i, x0[k] : x0[k] + w]
             val_out = values[y0[k] + i, x0[k] : x0[k] + w]
             if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
                 for x in range(w):
                     m = inside[x]
                     v = src[x]
                     lv_out[x] = (lut[min(max(np.int64(v) - lut_min, 0), n_lut - 1)] - base) * m
-                    reg_out[x] = tag * m
                     val_out[x] = (v - low) * m
             else:  # binary search: the number of edges <= v
                 for x in range(w):
@@ -185,7 +182,6 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                         else:
                             hi = mid
                     lv_out[x] = (lo - e0) * m
-                    reg_out[x] = tag * m
                     val_out[x] = (v - low) * m
             for x in range(w):
                 table[x & (copies - 1), lv_out[x]] += 1
