@@ -187,8 +187,11 @@ def test_hand_counted_checkerboard():
 
     zb, zg, zs = kernels.glszm_zones(lv, boxes)
     assert sorted(zip(zg.tolist(), zs.tolist())) == [(1, 6), (2, 6)]
-    dep = kernels.gldm_counts(lv, boxes, 2, 0)
+    dep, ngtdm_sums = kernels.neighbourhood_counts(lv, boxes, 2, 0)
     assert dep[0, 0].tolist() == [0, 2, 3, 0, 1, 0, 0, 0, 0]  # level 1: corners 1, edges 2, the centre pixel 4
+    # NGTDM, level 1, sum of |1 * c - t| by neighbour count c: the two corners have c = 3 neighbours summing to t = 5
+    # (2 each), the three edge pixels c = 5, t = 8 (3 each), the centre c = 8, t = 12 (4)
+    assert ngtdm_sums[0, 1].tolist() == [0, 0, 0, 4, 0, 9, 0, 0, 4]
     counts = kernels.glcm_counts(lv, boxes, 2)
     assert counts[0, 3].tolist() == [[0, 5], [4, 0]]  # horizontal pairs: rows 1-2-1-2, 2-1-2-1, 1-2-1-2
 
@@ -204,6 +207,19 @@ def test_features_with_and_without_kernels(nih_regions, monkeypatch, setting):
             off = ext(images, masks)
         torch.testing.assert_close(on, off, rtol=1e-10, atol=1e-12, equal_nan=True)
         assert on.shape[1] == len(ALL_FEATURE_CLASSES and ext.feature_names) == 102
+
+
+@pytest.mark.parametrize("alpha", [0, 1])
+def test_each_class_alone_matches_the_full_set(nih_regions, alpha):
+    """Classes that share a compiled pass (GLDM and NGTDM the neighbourhood pass, GLCM and GLRLM the pair counts)
+    give the same features alone as together, in either order of first use."""
+    full_ext = RadiomicsExtractor("torch", dtype=torch.float64, gldm_alpha=alpha)
+    full = full_ext(nih_regions.images, nih_regions.masks)
+    for classes in [(c,) for c in ALL_FEATURE_CLASSES] + [("ngtdm", "gldm"), ("glrlm", "glcm")]:
+        ext = RadiomicsExtractor("torch", dtype=torch.float64, gldm_alpha=alpha, feature_classes=classes)
+        cols = [full_ext.feature_names.index(n) for n in ext.feature_names]
+        torch.testing.assert_close(ext(nih_regions.images, nih_regions.masks), full[:, cols], rtol=0, atol=0,
+                                   equal_nan=True)
 
 
 def test_kernels_only_on_the_cpu_numpy_path(nih_regions, monkeypatch):

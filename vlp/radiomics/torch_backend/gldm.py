@@ -39,14 +39,11 @@ def gldm_matrix(canvas: Canvas, alpha: float = 0) -> Tensor:
 
     For each forward angle the dependent pairs (p, p + o) add 1 to both pixels' counts; with alpha = 0
     a pair is dependent when the levels are equal (level 0, the background, never equals a region level,
-    and the gaps keep regions apart). With `canvas.kernels`, one compiled pass (`kernels.gldm_counts`).
+    and the gaps keep regions apart). With `canvas.kernels`, from the compiled neighbourhood pass shared with
+    NGTDM (`neighbourhood_counts`).
     """
     if canvas.kernels:
-        from .kernels import gldm_counts
-
-        # levels are integers: |difference| <= alpha exactly when |difference| <= floor(alpha)
-        return torch.from_numpy(gldm_counts(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels,
-                                            math.floor(alpha))).to(torch.float64)
+        return neighbourhood_counts(canvas, alpha)[0].to(torch.float64)
     r = canvas.n_regions
     lv = canvas.levels
     k = canvas.n_bins
@@ -65,6 +62,22 @@ def gldm_matrix(canvas: Canvas, alpha: float = 0) -> Tensor:
     idx = canvas.key9() + interior(dep)
     counts = torch.bincount(idx.flatten(), minlength=(r + 1) * k * 9).view(r + 1, k, 9)[1:, 1:]
     return counts.to(torch.float64)
+
+
+def neighbourhood_counts(canvas: Canvas, alpha: float = 0) -> tuple[Tensor, Tensor]:
+    """GLDM's dependence counts (R, Ng, 9) for `alpha` and NGTDM's sums (R, Ng + 1, 9) from one compiled pass over
+    every pixel's 8 neighbours (`kernels.neighbourhood_counts`; kernel path only), cached on the canvas. One pass
+    serves both classes, cheaper than two when both are enabled (the default); NGTDM alone pays for the
+    dependence counts too."""
+    from .kernels import neighbourhood_counts as counts
+
+    alpha = math.floor(alpha)  # levels are integers: |difference| <= alpha exactly when <= floor(alpha)
+    key = ("dependence", alpha)
+    if key not in canvas.cache:
+        dependence, ngtdm = counts(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels, alpha)
+        canvas.cache[key] = torch.from_numpy(dependence)
+        canvas.cache.setdefault("ngtdm_sums", torch.from_numpy(ngtdm))  # the same for every alpha
+    return canvas.cache[key], canvas.cache["ngtdm_sums"]
 
 
 def compute_from_matrix(p: Tensor) -> Tensor:

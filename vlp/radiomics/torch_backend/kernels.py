@@ -529,71 +529,57 @@ def _widest_box(boxes):
 
 
 @njit(cache=True, nogil=True)
-def gldm_counts(levels, boxes, n_levels, alpha):
-    """Dependence counts (R, Ng, 9) int64: region pixels by gray level and dependence, the number (0..8) of their
-    8 neighbours in the region whose level differs by at most alpha (an integer: floor of PyRadiomics' gldm_a,
-    levels being integers).
+def neighbourhood_counts(levels, boxes, n_levels, alpha):
+    """What GLDM and NGTDM need of every region pixel's 8 neighbours, in one pass:
 
-    Row by row, the codes level * 9 + dependence are computed first (a loop without data-dependent stores, which
-    the compiler can vectorise) and counted after; background pixels count into the unused level 0.
+    - dependence (R, Ng, 9) int64: region pixels by gray level and dependence, the number (0..8) of their 8
+      neighbours in the region whose level differs by at most alpha (an integer: the floor of PyRadiomics'
+      gldm_a, levels being integers);
+    - ngtdm (R, Ng + 1, 9) float64: per gray level g and number c of region neighbours, the sum of |g * c - t|
+      over the pixels, t the sum of their neighbours' levels (integers, exact in float64). Dividing by c gives
+      NGTDM's s_i; a pixel without neighbours adds 0, as in PyRadiomics.
+
+    Row by row: the column sums of the row triple (levels, and region pixels) first, so a pixel's neighbourhood
+    sum and count are three column sums less itself; then each pixel's codes (level * 9 + dependence, level * 9 +
+    c) and numerator; then the counts and sums. The first loops have no data-dependent stores, which the compiler
+    vectorises. Background pixels count into the unused level 0.
     """
     r = boxes.shape[0]
-    out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
+    cells = (n_levels + 1) * 9
+    dependence = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
+    ngtdm = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
     wmax = _widest_box(boxes)
-    code = np.empty(wmax, dtype=np.int32)  # (narrow lanes: the code loop vectorises wider)
-    copies = _copies((n_levels + 1) * 9)
-    table = np.zeros((copies, (n_levels + 1) * 9), dtype=np.int64)
+    # narrow lanes vectorise wider; 9 * level fits in int32 (tables of 9 Ng cells)
+    col_sum = np.empty(wmax + 2, dtype=np.int32)
+    col_count = np.empty(wmax + 2, dtype=np.int32)
+    dep_code = np.empty(wmax, dtype=np.int32)
+    code = np.empty(wmax, dtype=np.int32)
+    num = np.empty(wmax, dtype=np.int32)
+    copies = _copies(cells)
+    dep_table = np.zeros((copies, cells), dtype=np.int64)
+    table = np.zeros((copies, cells), dtype=np.int64)
     for k in range(r):
         y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         for y in range(y0, y0 + h):
             a = levels[y - 1, x0 - 1 : x0 + w + 1]  # the rows above, at and below y, one pixel wider each side
             b = levels[y, x0 - 1 : x0 + w + 1]
             c = levels[y + 1, x0 - 1 : x0 + w + 1]
+            for x in range(w + 2):
+                col_sum[x] = np.int32(a[x]) + np.int32(b[x]) + np.int32(c[x])
+                col_count[x] = np.int32(a[x] > 0) + np.int32(b[x] > 0) + np.int32(c[x] > 0)
             if alpha == 0:
                 for x in range(1, w + 1):
                     g = b[x]
                     d = ((a[x - 1] == g) + (a[x] == g) + (a[x + 1] == g) + (b[x - 1] == g) + (b[x + 1] == g)
                          + (c[x - 1] == g) + (c[x] == g) + (c[x + 1] == g))
-                    code[x - 1] = np.int32(g) * 9 + d
+                    dep_code[x - 1] = np.int32(g) * 9 + d
             else:
                 for x in range(1, w + 1):
                     g = np.int64(b[x])
                     d = 0
-                    for n in (a[x - 1], a[x], a[x + 1], b[x - 1], b[x + 1], c[x - 1], c[x], c[x + 1]):
-                        d += (n > 0) & (abs(np.int64(n) - g) <= alpha)
-                    code[x - 1] = g * 9 + d
-            for x in range(w):
-                table[x & (copies - 1), code[x]] += 1
-        _sum_copies(table, out[k].reshape(-1))
-    return out[:, 1:, :]
-
-
-@njit(cache=True, nogil=True)
-def ngtdm_sums(levels, boxes, n_levels):
-    """(R, Ng + 1, 9) float64: per region, gray level g and number c of region neighbours (of the 8), the sum of
-    |g * c - t| over the pixels, t the sum of their neighbours' levels (integers, exact in float64). Dividing by
-    c gives NGTDM's s_i; a pixel without neighbours adds 0, as in PyRadiomics. Background pixels add to the unused
-    level 0. Row by row: the column sums of the three rows (levels, and region pixels) first, so a pixel's
-    neighbourhood is three column sums less itself; then its code and numerator, then the sums (the first two
-    loops have no data-dependent stores, which the compiler vectorises)."""
-    r = boxes.shape[0]
-    out = np.zeros((r, n_levels + 1, 9), dtype=np.int64)
-    wmax = _widest_box(boxes)
-    col_sum = np.empty(wmax + 2, dtype=np.int32)  # narrow lanes vectorise wider; 9 * level fits (9 Ng table cells)
-    col_count = np.empty(wmax + 2, dtype=np.int32)
-    code = np.empty(wmax, dtype=np.int32)
-    num = np.empty(wmax, dtype=np.int32)
-    copies = _copies((n_levels + 1) * 9)
-    table = np.zeros((copies, (n_levels + 1) * 9), dtype=np.int64)
-    for k in range(r):
-        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        for y in range(y0, y0 + h):
-            a = levels[y - 1, x0 - 1 : x0 + w + 1]
-            b = levels[y, x0 - 1 : x0 + w + 1]
-            c = levels[y + 1, x0 - 1 : x0 + w + 1]
-            for x in range(w + 2):
-                col_sum[x] = np.int32(a[x]) + np.int32(b[x]) + np.int32(c[x])
-                col_count[x] = np.int32(a[x] > 0) + np.int32(b[x] > 0) + np.int32(c[x] > 0)
+                    for v in (a[x - 1], a[x], a[x + 1], b[x - 1], b[x + 1], c[x - 1], c[x], c[x + 1]):
+                        d += (v > 0) & (abs(np.int64(v) - g) <= alpha)
+                    dep_code[x - 1] = g * 9 + d
             for x in range(1, w + 1):
                 g = np.int32(b[x])
                 t = col_sum[x - 1] + col_sum[x] + col_sum[x + 1] - g
@@ -601,9 +587,11 @@ def ngtdm_sums(levels, boxes, n_levels):
                 code[x - 1] = g * 9 + n
                 num[x - 1] = abs(g * n - t)
             for x in range(w):
+                dep_table[x & (copies - 1), dep_code[x]] += 1
                 table[x & (copies - 1), code[x]] += num[x]
-        _sum_copies(table, out[k].reshape(-1))
-    return out.astype(np.float64)
+        _sum_copies(dep_table, dependence[k].reshape(-1))
+        _sum_copies(table, ngtdm[k].reshape(-1))
+    return dependence[:, 1:, :], ngtdm.astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------------------------

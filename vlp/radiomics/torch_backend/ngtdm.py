@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .discretisation import Canvas, interior
+from .gldm import neighbourhood_counts
 
 FEATURE_NAMES: tuple[str, ...] = ("Busyness", "Coarseness", "Complexity", "Contrast", "Strength")
 
@@ -30,13 +31,12 @@ def ngtdm_matrix(canvas: Canvas) -> tuple[Tensor, Tensor]:
     With t the sum and c the number of a pixel's ROI neighbours (3x3 box sums of the levels, 0 outside
     the regions, and of the mask, minus the centre), |g - t / c| = |g c - t| / c: the integer numerators
     are summed per (region, level, c) with one bincount and divided by c at the end. The gaps keep the
-    regions' neighbourhoods apart. With `canvas.kernels`, the same sums in one compiled pass (`kernels.ngtdm_sums`).
+    regions' neighbourhoods apart. With `canvas.kernels`, the same sums from the compiled neighbourhood pass
+    shared with GLDM (`gldm.neighbourhood_counts`, cached on the canvas).
     """
     inv_c = 1.0 / torch.arange(9, dtype=torch.float64, device=canvas.levels.device).clamp_min(1)
     if canvas.kernels:
-        from .kernels import ngtdm_sums
-
-        sums = torch.from_numpy(ngtdm_sums(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels))
+        sums = canvas.cache["ngtdm_sums"] if "ngtdm_sums" in canvas.cache else neighbourhood_counts(canvas)[1]
         return canvas.level_hist, (sums * inv_c).sum(2)[:, 1:]
     r = canvas.n_regions
     k = canvas.n_bins
