@@ -106,7 +106,14 @@ def test_packing_matches_numpy(pair):
     assert torch.equal(on.levels.long(), off.levels.long()) and on.n_levels == off.n_levels
     assert torch.equal(on.region.long(), off.region.long())
     inside = off.region > 0
-    assert torch.equal(on.values[inside].double(), off.values[inside].double())
+    if on.values is None:  # the packing counted the histogram of the intensity offsets instead of writing them
+        r, span = on.value_hist.shape
+        key = off.region.long() * span + off.values.long()
+        expected = torch.bincount(key[inside], minlength=(r + 1) * span).view(r + 1, span)[1:]
+        assert torch.equal(on.value_hist, expected)
+    else:
+        assert on.value_hist is None
+        assert torch.equal(on.values[inside].double(), off.values[inside].double())
     for name in ("max_level", "count", "min_value", "max_value"):
         assert torch.equal(getattr(on, name), getattr(off, name)), name
     assert torch.equal(on.level_hist, off.level_hist)
@@ -155,12 +162,29 @@ def test_first_order_histogram_matches_numpy(pair):
     on, off = pair
     if on.integer_valued:
         span = int((on.max_value - on.min_value).max()) + 1
-        hist = kernels.value_histogram(on.values.numpy(), on.boxes.numpy(), on.levels.numpy(), span)
-        assert hist.sum(1).tolist() == on.count.long().tolist()
+        if on.values is None:
+            hist = on.value_hist.numpy()
+        else:
+            hist = kernels.value_histogram(on.values.numpy(), on.boxes.numpy(), on.levels.numpy(), span)
+        assert hist.shape[1] == span and hist.sum(1).tolist() == on.count.long().tolist()
     from vlp.radiomics.torch_backend import firstorder
 
     torch.testing.assert_close(firstorder.compute(on), firstorder.compute(off), rtol=1e-12, atol=1e-12,
                                equal_nan=True)
+
+
+def test_packing_writes_the_values_when_their_histogram_would_be_large(nih_regions, monkeypatch):
+    """Integer images whose regions * intensity range exceed VALUE_HIST_CELLS: the packing writes the values (and
+    counts the levels) as without a lookup table; canvas and features as without the kernels."""
+    monkeypatch.setattr(discretisation, "VALUE_HIST_CELLS", 0)
+    on, off = _canvases(nih_regions.images, nih_regions.masks, monkeypatch)
+    assert on.value_hist is None and on.values is not None
+    inside = off.region > 0
+    assert torch.equal(on.values[inside].long(), off.values[inside].long())
+    assert torch.equal(on.levels.long(), off.levels.long()) and torch.equal(on.level_hist, off.level_hist)
+    from vlp.radiomics.torch_backend import firstorder
+
+    torch.testing.assert_close(firstorder.compute(on), firstorder.compute(off), rtol=1e-12, atol=1e-12)
 
 
 def test_hand_counted_checkerboard():

@@ -46,7 +46,8 @@ class Canvas:
         built from the levels and boxes on first use (int16 when it fits).
     values: (H, W) intensities inside the regions: for integer images the offset from the region's
         minimum (int32; on the kernel path the narrowest of uint8, int16, int32, int64 that holds it), for
-        float images the raw value (float64); undefined elsewhere.
+        float images the raw value (float64); undefined elsewhere. None when the packing counted
+        `value_hist` instead.
     n_regions: R. n_levels: the largest gray level (texture matrices have n_levels + 1 columns).
     shelves: the packing's shelves as (first row, rows); rows between shelves are background.
     boxes: (R, 4) int64 (y0, x0, h, w) of each region's stored box on the canvas (transposed if tall).
@@ -54,10 +55,13 @@ class Canvas:
         ``Ng``), pixel count, smallest and largest intensity.
     integer_valued: intensities are integers (integer input dtype).
     kernels: the feature classes use the compiled CPU kernels (`kernels.py`) instead of the numpy/torch code.
+    value_hist: (R, S) int64 per region, the number of pixels with each intensity offset 0..S-1 (S the largest
+        range + 1), or None. The kernel path counts it instead of writing `values` when the images are integers
+        with a lookup table for the levels and R * S stays under VALUE_HIST_CELLS (first order needs no more).
     """
 
     levels: Tensor
-    values: Tensor
+    values: Tensor | None
     n_regions: int
     n_levels: int
     shelves: list[tuple[int, int]]
@@ -68,6 +72,7 @@ class Canvas:
     max_value: Tensor
     integer_valued: bool
     kernels: bool = False
+    value_hist: Tensor | None = None
     cache: dict = field(default_factory=dict, repr=False)  # intermediate results shared by feature classes
     _region: Tensor | None = field(default=None, repr=False)
     _key: Tensor | None = field(default=None, repr=False)
@@ -272,7 +277,8 @@ def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndar
                  hh: int, ww: int, bin_width: float, bin_count: int | None) -> tuple:
     """Fill the canvas with the compiled kernels (`kernels.region_min_max`, `kernels.fill_canvas`): the same
     canvas as `_pack_cpu` but no region map (`Canvas.region` builds it if asked), plus the (R, Ng) level
-    histogram, with levels already in their final dtype."""
+    histogram, with levels already in their final dtype; for integer images either the values or their
+    histogram (`Canvas.value_hist`)."""
     from . import kernels
 
     img = images.detach().numpy()
@@ -299,20 +305,28 @@ def _pack_kernel(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndar
         max_level = np.array([np.digitize(b, e) for b, e in zip(mx.tolist(), per_region)], dtype=np.int64)
     n_levels = int(max_level.max())
     levels = np.zeros((hh, ww), dtype=np.uint8 if n_levels < 256 else np.int32)
-    # the narrowest dtype that holds the intensity offsets (fewer bytes for a fresh canvas)
+    value_hist = values = np.zeros((n, 0), dtype=np.int64)
     if integer:
         span = int((mx.astype(np.int64) - mn.astype(np.int64)).max())
-        values = np.zeros((hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
-                          np.int32 if span < 2**31 else np.int64)
+        if len(lut) and n * (span + 1) <= VALUE_HIST_CELLS:
+            value_hist = np.zeros((n, span + 1), dtype=np.int64)
+        else:  # the narrowest dtype that holds the intensity offsets (fewer bytes for a fresh canvas)
+            values = np.zeros((hh, ww), dtype=np.uint8 if span < 2**8 else np.int16 if span < 2**15 else
+                              np.int32 if span < 2**31 else np.int64)
     else:
         values = np.zeros((hh, ww), dtype=np.float64)
     hist = np.zeros((n, n_levels + 1), dtype=np.int64)
     kernels.fill_canvas(img, msk, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, integer, levels, values,
-                        hist)
+                        hist, value_hist)
     count = hist[:, 1:].sum(1)
     stats = np.stack([mn.astype(np.float64), mx.astype(np.float64), max_level.astype(np.float64),
                       count.astype(np.float64)], 1)
-    return levels, values, stats, hist[:, 1:]
+    if value_hist.shape[1]:
+        return levels, None, stats, hist[:, 1:], value_hist
+    return levels, values, stats, hist[:, 1:], None
+
+
+VALUE_HIST_CELLS = 2**22  # bound on regions * intensity range for the packing's value histogram (32 MB)
 
 
 def _pack_vectorised(images: Tensor, masks: Tensor, boxes: np.ndarray, flip: np.ndarray, y0: np.ndarray,
@@ -412,21 +426,22 @@ def prepare_canvas(
     y0, x0, hh, ww, shelves = shelf_pack(ph, pw)
     vectorised = images.device.type != "cpu" if vectorised is None else vectorised
     use_kernels = kernels_for(images, vectorised)
-    hist = region = None
+    hist = region = value_hist = None
     if use_kernels:
-        levels, values, stats, hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
+        levels, values, stats, hist, value_hist = _pack_kernel(images, masks, boxes, flip, y0, x0, hh, ww, bin_width,
+                                                               bin_count)
     else:
         pack = _pack_vectorised if vectorised else _pack_cpu
         levels, region, values, stats = pack(images, masks, boxes, flip, y0, x0, hh, ww, bin_width, bin_count)
     dev = images.device
     if not isinstance(levels, Tensor):
-        levels, values, stats = (torch.from_numpy(a) for a in (levels, values, stats))
-        region = None if region is None else torch.from_numpy(region)
+        levels, stats = torch.from_numpy(levels), torch.from_numpy(stats)
+        values, region, value_hist = (None if a is None else torch.from_numpy(a) for a in (values, region, value_hist))
     stats = stats.to(dev, torch.float64)
     n_levels = int(stats[:, 2].max().item())
     return Canvas(
         levels=levels.to(dev, torch.uint8 if n_levels < 256 else torch.int32),
-        values=values.to(dev),
+        values=None if values is None else values.to(dev),
         n_regions=len(boxes),
         n_levels=n_levels,
         shelves=shelves,
@@ -437,6 +452,7 @@ def prepare_canvas(
         max_value=stats[:, 1],
         integer_valued=not images.is_floating_point(),
         kernels=use_kernels,
+        value_hist=value_hist,
         _region=None if region is None else region.to(dev),
         _level_hist=None if hist is None else torch.from_numpy(hist).to(torch.float64),
     )

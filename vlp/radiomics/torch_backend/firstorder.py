@@ -115,7 +115,9 @@ def _from_histogram(canvas: Canvas, shift: float) -> dict[str, Tensor]:
     r = canvas.n_regions
     mn = canvas.min_value
     span = int((canvas.max_value - mn).max().item()) + 1
-    if canvas.kernels:
+    if canvas.value_hist is not None:  # counted by the packing (kernel path)
+        hist = canvas.value_hist.to(torch.float64)
+    elif canvas.kernels:
         from .kernels import value_histogram
 
         hist = torch.from_numpy(value_histogram(canvas.values.numpy(), canvas.boxes.numpy(), canvas.levels.numpy(),

@@ -129,21 +129,28 @@ def region_min_max(images, masks, boxes, mn, mx):
 
 @njit(cache=True, nogil=True)
 def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edge_start, subtract_min,
-                levels, values, hist):
+                levels, values, hist, value_hist):
     """Copy every region onto the canvas with its gray levels (PyRadiomics' ``binImage``).
 
     Region k's box (boxes[k] = r0, r1, c0, c1) goes to canvas rows y0[k].. and columns x0[k].., transposed when
     flip[k] (an image column then fills a canvas row). Levels: with a lookup table (integer intensities, integer
     bin width w) ``lut[v - lut_min] = v // w`` and the level is ``v // w - (mn // w - 1)`` (no division per
     pixel); without one (``lut`` empty) ``numpy.digitize(v, e)`` with the region's edges
-    e = edges[edge_start[k] : edge_start[k + 1]] (the number of edges <= v). Writes levels (0 outside the mask),
-    values (v - mn[k] when subtract_min, else v; 0 outside) and the (B, Ng + 1) level histogram `hist` (column 0
-    counts the box pixels outside the mask).
+    e = edges[edge_start[k] : edge_start[k + 1]] (the number of edges <= v). Writes levels (0 outside the mask)
+    and the (B, Ng + 1) level histogram `hist` (column 0 counts the box pixels outside the mask), and either
+
+    - (`value_hist` of width 0) values: v - mn[k] when subtract_min, else v; 0 outside the mask; or
+    - (`value_hist` (B, S), lookup table only) the histogram of the intensity offsets v - mn[k] (< S) instead:
+      the first-order features need nothing else of the values, and counting them costs about what writing them
+      and counting the levels did. The level histogram is then read off it (a level per offset).
     """
     n_lut = lut.shape[0]
     use_lut = n_lut > 0
+    count_values = value_hist.shape[1] > 0
     copies = _copies(hist.shape[1])
     table = np.zeros((copies, hist.shape[1]), dtype=np.int64)  # the histogram in copies, by column mod 4
+    v_copies = _copies(value_hist.shape[1])
+    v_table = np.zeros((v_copies, value_hist.shape[1]), dtype=np.int64)
     for k in range(boxes.shape[0]):
         r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         base = 0
@@ -151,6 +158,7 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
             base = lut[np.int64(mn[k]) - lut_min] - 1
         e0, e1 = edge_start[k], edge_start[k + 1]
         low = mn[k] if subtract_min else mn[k] - mn[k]
+        outside = 0
         # canvas row i of the box holds image row r0 + i, or image column c0 + i when flipped: written row by row
         # (strided reads of a flipped box's columns cost less than strided writes)
         rows = c1 - c0 + 1 if flip[k] else r1 - r0 + 1
@@ -163,16 +171,22 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                 src = images[k, r0 + i, c0 : c1 + 1]
                 inside = masks[k, r0 + i, c0 : c1 + 1]
             lv_out = levels[y0[k] + i, x0[k] : x0[k] + w]
-            val_out = values[y0[k] + i, x0[k] : x0[k] + w]
-            if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
+            if count_values:  # pixels outside the mask count at offset 0, and are taken off there below
+                n_in = 0
                 for x in range(w):
                     m = inside[x]
                     v = src[x]
                     lv_out[x] = (lut[min(max(np.int64(v) - lut_min, 0), n_lut - 1)] - base) * m
-                    val_out[x] = (v - low) * m
+                    v_table[x & (v_copies - 1), np.int64(v - low) * m] += 1  # (int64: also compiles for floats)
+                    n_in += m
+                outside += w - n_in
+                continue
+            val_out = values[y0[k] + i, x0[k] : x0[k] + w]
+            if use_lut:  # (clamped: pixels outside the mask may lie outside the table)
+                for x in range(w):  # (levels and values in separate loops: each one vectorises)
+                    lv_out[x] = (lut[min(max(np.int64(src[x]) - lut_min, 0), n_lut - 1)] - base) * inside[x]
             else:  # binary search: the number of edges <= v
                 for x in range(w):
-                    m = inside[x]
                     v = src[x]
                     lo, hi = e0, e1
                     while lo < hi:
@@ -181,11 +195,21 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
                             lo = mid + 1
                         else:
                             hi = mid
-                    lv_out[x] = (lo - e0) * m
-                    val_out[x] = (v - low) * m
+                    lv_out[x] = (lo - e0) * inside[x]
+            for x in range(w):
+                val_out[x] = (src[x] - low) * inside[x]
             for x in range(w):
                 table[x & (copies - 1), lv_out[x]] += 1
-        _sum_copies(table, hist[k])
+        if count_values:
+            vh = value_hist[k]
+            _sum_copies(v_table, vh)
+            vh[0] -= outside
+            hist[k, 0] = outside
+            for u in range(vh.shape[0]):  # the level of offset u, as in the loop above
+                if vh[u] > 0:
+                    hist[k, lut[min(max(np.int64(mn[k]) + u - lut_min, 0), n_lut - 1)] - base] += vh[u]
+        else:
+            _sum_copies(table, hist[k])
 
 
 # --------------------------------------------------------------------------------------------------------------
