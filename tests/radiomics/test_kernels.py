@@ -121,7 +121,7 @@ def test_packing_matches_numpy(pair):
 
 def test_texture_counts_match_numpy(pair):
     on, off = pair
-    assert torch.equal(glcm.pair_counts(on), glcm.pair_counts(off))
+    assert torch.equal(glcm.glcm_matrices(on), glcm.glcm_matrices(off))
     by_level, length_sq, entropy = glrlm.run_sums(on)
     by_level_off, length_sq_off, entropy_off = glrlm.run_sums(off)
     assert torch.equal(length_sq, length_sq_off)  # sums of squared run counts by length: integers
@@ -217,7 +217,7 @@ def test_hand_counted_checkerboard():
     # (2 each), the three edge pixels c = 5, t = 8 (3 each), the centre c = 8, t = 12 (4)
     assert ngtdm_sums[0, 1].tolist() == [0, 0, 0, 4, 0, 9, 0, 0, 4]
     counts = kernels.glcm_counts(lv, boxes, 2)
-    assert counts[0, 3].tolist() == [[0, 5], [4, 0]]  # horizontal pairs: rows 1-2-1-2, 2-1-2-1, 1-2-1-2
+    assert counts[0, 3].tolist() == [[0, 9], [9, 0]]  # horizontal pairs (1, 2) 5 and (2, 1) 4: rows 1212, 2121, 1212
 
 
 @pytest.mark.parametrize("setting", [{}, {"bin_count": 16}, {"gldm_alpha": 1, "bin_width": 10}])
@@ -235,8 +235,8 @@ def test_features_with_and_without_kernels(nih_regions, monkeypatch, setting):
 
 @pytest.mark.parametrize("alpha", [0, 1])
 def test_each_class_alone_matches_the_full_set(nih_regions, alpha):
-    """Classes that share a compiled pass (GLDM and NGTDM the neighbourhood pass, GLCM and GLRLM the pair counts)
-    give the same features alone as together, in either order of first use."""
+    """Classes that share a compiled pass (GLDM and NGTDM the neighbourhood pass, GLCM and GLRLM the co-occurrence
+    counts) give the same features alone as together, in either order of first use."""
     full_ext = RadiomicsExtractor("torch", dtype=torch.float64, gldm_alpha=alpha)
     full = full_ext(nih_regions.images, nih_regions.masks)
     for classes in [(c,) for c in ALL_FEATURE_CLASSES] + [("ngtdm", "gldm"), ("glrlm", "glcm")]:

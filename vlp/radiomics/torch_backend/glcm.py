@@ -60,34 +60,29 @@ FEATURE_NAMES: tuple[str, ...] = (
     "SumSquares",
 )
 
-def pair_counts(canvas: Canvas) -> Tensor:
-    """Co-occurrence counts (R, 4, Ng, Ng) for the four 2D angles (FORWARD_4 order), not symmetrised.
+def glcm_matrices(canvas: Canvas) -> Tensor:
+    """Symmetric co-occurrence counts (R, 4, Ng, Ng) float64 for the four 2D angles (FORWARD_4 order): P + P^T per
+    angle, as PyRadiomics' symmetricalGLCM.
 
     Pairs are keyed (region of the first pixel, its level, the neighbour's level) with level 0
     (background) included, which needs no mask test; row and column 0 and region 0 are dropped.
     Cached on the canvas (GLRLM uses it to find angles without neighbouring pixels). With `canvas.kernels`,
-    one compiled pass over the regions' boxes (`kernels.glcm_counts`).
+    one compiled pass over the regions' boxes (`kernels.glcm_counts`, which also symmetrises).
     """
-    if "pair_counts" not in canvas.cache and canvas.kernels:
+    if "glcm_matrices" not in canvas.cache and canvas.kernels:
         from .kernels import glcm_counts
 
         counts = glcm_counts(canvas.levels.numpy(), canvas.boxes.numpy(), canvas.n_levels)
-        canvas.cache["pair_counts"] = torch.from_numpy(counts)
-    if "pair_counts" not in canvas.cache:
+        canvas.cache["glcm_matrices"] = torch.from_numpy(counts)
+    if "glcm_matrices" not in canvas.cache:
         r = canvas.n_regions
         k = canvas.n_bins
         lv = canvas.levels
         scaled = interior(canvas.wide_key(k)) * k
         mats = [torch.bincount((scaled + interior(lv, dy, dx)).flatten(), minlength=(r + 1) * k * k) for dy, dx in FORWARD_4]
-        p = torch.stack(mats, dim=1).view(r + 1, k, k, 4)
-        canvas.cache["pair_counts"] = p.permute(0, 3, 1, 2)[1:, :, 1:, 1:]
-    return canvas.cache["pair_counts"]
-
-
-def glcm_matrices(canvas: Canvas) -> Tensor:
-    """Symmetric co-occurrence counts (R, 4, Ng, Ng): P + P^T per angle, as PyRadiomics' symmetricalGLCM."""
-    p = pair_counts(canvas).to(torch.float64)
-    return p + p.transpose(2, 3)
+        p = torch.stack(mats, dim=1).view(r + 1, k, k, 4).permute(0, 3, 1, 2)[1:, :, 1:, 1:].to(torch.float64)
+        canvas.cache["glcm_matrices"] = p + p.transpose(2, 3)
+    return canvas.cache["glcm_matrices"]
 
 
 def compute_from_matrix(p_counts: Tensor, max_level: Tensor, n_present: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .discretisation import Canvas, entropy_terms, fast_view, flat_nonzero, masked_mean
-from .glcm import pair_counts
+from .glcm import glcm_matrices
 
 FEATURE_NAMES: tuple[str, ...] = (
     "GrayLevelNonUniformity",
@@ -177,7 +177,7 @@ def _multi_element(canvas: Canvas) -> Tensor:
     empties the angle otherwise). Two ROI pixels adjacent along the angle settle it; only the regions
     without such a pair (rare, sparse masks) have their lines counted, from their pixel coordinates."""
     reg = canvas.region
-    multi = pair_counts(canvas).flatten(2).sum(2) > 0  # shared with GLCM: every adjacent pair
+    multi = glcm_matrices(canvas).flatten(2).sum(2) > 0  # shared with GLCM: every adjacent pair
     for k in torch.nonzero(~multi.all(1)).flatten().tolist():
         y0, x0, hh, ww = canvas.boxes[k].tolist()
         ys, xs = torch.nonzero(reg[y0 : y0 + hh, x0 : x0 + ww] == k + 1, as_tuple=True)

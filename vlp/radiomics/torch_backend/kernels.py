@@ -218,15 +218,15 @@ def fill_canvas(images, masks, boxes, flip, y0, x0, mn, lut, lut_min, edges, edg
 
 @njit(cache=True, nogil=True)
 def glcm_counts(levels, boxes, n_levels):
-    """Co-occurrence counts (R, 4, Ng, Ng) int64, not symmetrised: pairs (pixel, pixel + offset of angle a) of
-    region pixels with levels (i, j) add 1 to [region, a, i - 1, j - 1]. boxes (R, 4): (y0, x0, h, w) on the
-    canvas.
+    """Symmetric co-occurrence counts (R, 4, Ng, Ng) float64 (PyRadiomics' symmetricalGLCM): pairs (pixel, pixel +
+    offset of angle a) of region pixels with levels (i, j) add 1 to [region, a, i - 1, j - 1] and to [region, a,
+    j - 1, i - 1]. boxes (R, 4): (y0, x0, h, w) on the canvas.
 
     Every pair is counted without a branch into a table that includes level 0 (pairs with background land in its
     row and column 0, dropped after); with few levels there are four copies of the table, by column mod 4, so
     neighbouring pixels, which often have the same pair, do not wait on each other's additions."""
     r = boxes.shape[0]
-    out = np.zeros((r, 4, n_levels, n_levels), dtype=np.int64)
+    out = np.zeros((r, 4, n_levels, n_levels))
     k1 = n_levels + 1
     copies = _copies(4 * k1 * k1)
     table = np.zeros((copies, 4, k1 * k1), dtype=np.int32)  # (a region has fewer than 2**31 pixels)
@@ -242,12 +242,12 @@ def glcm_counts(levels, boxes, n_levels):
                 t[1, g + c[x]] += 1  # (1, 0)
                 t[2, g + c[x - 1]] += 1  # (1, -1)
                 t[3, g + b[x + 1]] += 1  # (0, 1)
-        for a in range(4):  # sum the copies, without level 0
+        for a in range(4):  # sum the copies, without level 0, and add the transpose
             for i in range(1, k1):
                 for j in range(1, k1):
                     total = 0
                     for cp in range(copies):
-                        total += table[cp, a, i * k1 + j]
+                        total += table[cp, a, i * k1 + j] + table[cp, a, j * k1 + i]
                     out[k, a, i - 1, j - 1] = total
         table[:] = 0
     return out
