@@ -7,7 +7,9 @@ over all regions for at least ``--min-seconds`` in all (best of the passes, afte
 computes one region at a time, so its rate does not depend on the batch size). The ratio is torch / PyRadiomics.
 The machine's speed drifts (its cores are shared), so the measurement runs in ``--rounds`` rounds, each timing
 PyRadiomics once and then the torch backend at every batch size; each side keeps its best round, so both sides are
-measured under the same conditions and by the same rule.
+measured under the same conditions and by the same rule. Then ``--pairs`` paired measurements: PyRadiomics on a block
+of regions and the torch backend for about as long, back to back, the ratio taken within each pair (the drift
+cancels); the median, quartiles and pooled ratio are reported.
 
     .venv/bin/python bench/radiomics_speed.py                        # the documented CPU run (~2-3 min)
     .venv/bin/python bench/radiomics_speed.py --device cuda --batch-sizes 1 32 128 512 702
@@ -129,6 +131,68 @@ def pyradiomics_rate(images: np.ndarray, masks: np.ndarray, workers: int) -> tup
     return len(images) / (wall2 - wall), len(images) / (cpu2 - cpu)
 
 
+def paired_ratios(images_np: np.ndarray, masks_np: np.ndarray, images: torch.Tensor, masks: torch.Tensor,
+                  batch_size: int, pairs: int, block: int, threads: int, workers: int,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Torch / PyRadiomics rates measured in `pairs` interleaved pairs, each side under the same conditions.
+
+    Each pair times PyRadiomics on a block of `block` regions (consecutive blocks of one random order of all
+    regions, so the pairs together cover them about once) and the torch backend on passes over all regions in
+    batches of `batch_size` for about as long; the order within a pair alternates. Every rate is a plain mean over
+    its window (no best-of). Returns per-pair arrays: "torch" and "pyradiomics" regions/s, the same per CPU-s
+    ("torch_cpu", "pyradiomics_cpu"), and each window's regions and seconds ("torch_n", "torch_s",
+    "pyradiomics_n", "pyradiomics_s")."""
+    ref = RadiomicsExtractor("pyradiomics", cache_size=0, num_workers=workers)
+    ext = RadiomicsExtractor("torch", num_threads=threads)
+    n = len(images_np)
+    order = np.random.default_rng(seed).permutation(n)
+    ref(images_np[:2], masks_np[:2])
+    out: dict[str, list[float]] = {f"{side}{key}": [] for side in ("torch", "pyradiomics")
+                                   for key in ("", "_cpu", "_n", "_s")}
+
+    def torch_side(seconds: float) -> None:
+        _sync(images.device)
+        wall, cpu = _clock()
+        done = 0
+        while True:
+            for i in range(0, n, batch_size):
+                ext(images[i : i + batch_size], masks[i : i + batch_size])
+            done += n
+            _sync(images.device)
+            wall2, cpu2 = _clock()
+            if wall2 - wall >= seconds:
+                break
+        out["torch"].append(done / (wall2 - wall))
+        out["torch_cpu"].append(done / (cpu2 - cpu))
+        out["torch_n"].append(done)
+        out["torch_s"].append(wall2 - wall)
+
+    def ref_side(k: int) -> float:
+        idx = order[np.arange(k * block, (k + 1) * block) % n]
+        wall, cpu = _clock()
+        ref(images_np[idx], masks_np[idx])
+        wall2, cpu2 = _clock()
+        out["pyradiomics"].append(block / (wall2 - wall))
+        out["pyradiomics_cpu"].append(block / (cpu2 - cpu))
+        out["pyradiomics_n"].append(block)
+        out["pyradiomics_s"].append(wall2 - wall)
+        return wall2 - wall
+
+    torch_side(0.0)  # warm-up
+    for key in out:
+        out[key].clear()
+    last = 1.0
+    for k in range(pairs):
+        if k % 2 == 0:
+            last = ref_side(k)
+            torch_side(last)
+        else:
+            torch_side(last)
+            last = ref_side(k)
+    ref.close()
+    return {key: np.array(v) for key, v in out.items()}
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -170,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pyradiomics-workers", type=int, default=0, help="processes for PyRadiomics (0: serial)")
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds of (PyRadiomics once, torch at every batch size); each side keeps its best")
+    p.add_argument("--pairs", type=int, default=20,
+                   help="interleaved (PyRadiomics block, torch passes) pairs for the paired ratio (0: skip)")
+    p.add_argument("--pair-block", type=int, default=35, help="regions PyRadiomics computes per pair")
+    p.add_argument("--pair-batch-size", type=int, default=512, help="torch batch size in the pairs")
     p.add_argument("--per-class", type=int, default=None, metavar="BATCH_SIZE",
                    help="also time each stage (CPU ms per 128 regions) at this batch size, in every round")
     p.add_argument("--no-kernels", action="store_true", help="torch backend without the compiled numba kernels")
@@ -213,6 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     for bs, rate, cpu in rows:
         print(f"best: torch batch {bs}: {rate:.0f} regions/s ({rate / ref_rate:.0f}x), {cpu:.0f} per CPU-s "
               f"({cpu / ref_cpu:.0f}x)", flush=True)
+
+    paired = None
+    if args.pairs:
+        paired = paired_ratios(images_np, masks_np, images, masks, args.pair_batch_size, args.pairs, args.pair_block,
+                               args.threads, args.pyradiomics_workers)
+        wall_r = paired["torch"] / paired["pyradiomics"]
+        cpu_r = paired["torch_cpu"] / paired["pyradiomics_cpu"]
+        pooled = (paired["torch_n"].sum() / paired["torch_s"].sum()) / (
+            paired["pyradiomics_n"].sum() / paired["pyradiomics_s"].sum())
+        pooled_cpu = (paired["torch_n"].sum() / (paired["torch_n"] / paired["torch_cpu"]).sum()) / (
+            paired["pyradiomics_n"].sum() / (paired["pyradiomics_n"] / paired["pyradiomics_cpu"]).sum())
+        print(f"paired ({args.pairs} pairs, torch batch {args.pair_batch_size}): median ratio {np.median(wall_r):.0f}x "
+              f"(quartiles {np.quantile(wall_r, 0.25):.0f}-{np.quantile(wall_r, 0.75):.0f}x), per CPU-s "
+              f"{np.median(cpu_r):.0f}x ({np.quantile(cpu_r, 0.25):.0f}-{np.quantile(cpu_r, 0.75):.0f}x); "
+              f"pooled {pooled:.0f}x, per CPU-s {pooled_cpu:.0f}x", flush=True)
 
     if stages:
         print("CPU ms per 128 regions: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
@@ -259,6 +342,29 @@ def main(argv: list[str] | None = None) -> int:
         *table,
         "",
     ])
+    if paired is not None:
+        text += "\n".join([
+            "",
+            f"Paired measurement ({args.pairs} pairs, torch batch size {args.pair_batch_size}): each pair times "
+            f"PyRadiomics on {args.pair_block} regions (consecutive blocks of one random order of all regions) and "
+            "the torch backend on passes over all regions for about as long, back to back (the order alternating), "
+            "each rate a plain mean over its window; the ratio of each pair is taken under the same conditions, so "
+            "the machine's drift between pairs cancels.",
+            "",
+            "| | median | quartiles | pooled |",
+            "|---|---:|---:|---:|",
+            f"| ratio, wall-clock | {np.median(wall_r):.0f}x | {np.quantile(wall_r, 0.25):.0f}-"
+            f"{np.quantile(wall_r, 0.75):.0f}x | {pooled:.0f}x |",
+            f"| ratio, per CPU-second | {np.median(cpu_r):.0f}x | {np.quantile(cpu_r, 0.25):.0f}-"
+            f"{np.quantile(cpu_r, 0.75):.0f}x | {pooled_cpu:.0f}x |",
+            f"| torch (regions/s) | {np.median(paired['torch']):,.0f} | {np.quantile(paired['torch'], 0.25):,.0f}-"
+            f"{np.quantile(paired['torch'], 0.75):,.0f} | |",
+            f"| PyRadiomics (regions/s) | {np.median(paired['pyradiomics']):.1f} | "
+            f"{np.quantile(paired['pyradiomics'], 0.25):.1f}-{np.quantile(paired['pyradiomics'], 0.75):.1f} | |",
+            "",
+            "(pooled: all the pairs' regions over all their seconds, per side.)",
+            "",
+        ])
     if stages:
         text += "\n".join([
             "",

@@ -79,7 +79,8 @@ def glcm_matrices(canvas: Canvas) -> Tensor:
         k = canvas.n_bins
         lv = canvas.levels
         scaled = interior(canvas.wide_key(k)) * k
-        mats = [torch.bincount((scaled + interior(lv, dy, dx)).flatten(), minlength=(r + 1) * k * k) for dy, dx in FORWARD_4]
+        mats = [torch.bincount((scaled + interior(lv, dy, dx)).flatten(), minlength=(r + 1) * k * k)
+                for dy, dx in FORWARD_4]
         p = torch.stack(mats, dim=1).view(r + 1, k, k, 4).permute(0, 3, 1, 2)[1:, :, 1:, 1:].to(torch.float64)
         canvas.cache["glcm_matrices"] = p + p.transpose(2, 3)
     return canvas.cache["glcm_matrices"]
