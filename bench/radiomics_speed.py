@@ -138,7 +138,8 @@ def paired_ratios(images_np: np.ndarray, masks_np: np.ndarray, images: torch.Ten
 
     Each pair times PyRadiomics on a block of `block` regions (consecutive blocks of one random order of all
     regions, so the pairs together cover them about once) and the torch backend on passes over all regions in
-    batches of `batch_size` for about as long; the order within a pair alternates. Every rate is a plain mean over
+    batches of `batch_size` for about as long; the order within a pair alternates. Each side first runs an untimed
+    warm-up call (two regions; one batch), so both are timed in their steady state. Every rate is a plain mean over
     its window (no best-of). Returns per-pair arrays: "torch" and "pyradiomics" regions/s, the same per CPU-s
     ("torch_cpu", "pyradiomics_cpu"), and each window's regions and seconds ("torch_n", "torch_s",
     "pyradiomics_n", "pyradiomics_s")."""
@@ -151,6 +152,7 @@ def paired_ratios(images_np: np.ndarray, masks_np: np.ndarray, images: torch.Ten
                                    for key in ("", "_cpu", "_n", "_s")}
 
     def torch_side(seconds: float) -> None:
+        ext(images[:batch_size], masks[:batch_size])  # warm-up (caches, allocator) after the other side ran
         _sync(images.device)
         wall, cpu = _clock()
         done = 0
@@ -169,6 +171,7 @@ def paired_ratios(images_np: np.ndarray, masks_np: np.ndarray, images: torch.Ten
 
     def ref_side(k: int) -> float:
         idx = order[np.arange(k * block, (k + 1) * block) % n]
+        ref(images_np[idx[:2]], masks_np[idx[:2]])  # warm-up, as for the torch side
         wall, cpu = _clock()
         ref(images_np[idx], masks_np[idx])
         wall2, cpu2 = _clock()
@@ -348,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Paired measurement ({args.pairs} pairs, torch batch size {args.pair_batch_size}): each pair times "
             f"PyRadiomics on {args.pair_block} regions (consecutive blocks of one random order of all regions) and "
             "the torch backend on passes over all regions for about as long, back to back (the order alternating), "
-            "each rate a plain mean over its window; the ratio of each pair is taken under the same conditions, so "
-            "the machine's drift between pairs cancels.",
+            "each after an untimed warm-up call (steady state, as in a long extraction) and each rate a plain mean "
+            "over its window; the ratio of each pair is taken under the same conditions, so the machine's drift "
+            "between pairs cancels.",
             "",
             "| | median | quartiles | pooled |",
             "|---|---:|---:|---:|",
