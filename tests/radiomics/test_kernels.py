@@ -195,7 +195,9 @@ def test_hand_counted_checkerboard():
     lv = np.zeros((5, 7), dtype=np.uint8)
     lv[1:4, 1:5] = 1 + np.indices((3, 4)).sum(0) % 2
     boxes = np.array([[1, 1, 3, 4]])
-    by_level, length_sq, entropy = kernels.glrlm_sums(lv, boxes, np.array([2]), 2)
+    runs = kernels.row_runs(lv, boxes)
+    assert runs[0].tolist() == list(range(1, 5)) * 3 and runs[4].tolist() == [0, 12]  # 12 one-pixel row runs
+    by_level, length_sq, entropy = kernels.glrlm_sums(lv, boxes, np.array([2]), 2, runs[0], runs[1], runs[2], runs[4])
     # vertical and horizontal: 12 one-pixel runs, 6 of each level; each diagonal: one run of each length 1, 2, 3
     # per level (lengths 2, 3, 1 of level 1 and 1, 3, 2 of level 2 along (1, 1); the same along (1, -1)), so runs
     # by length 2, 2, 2 on the diagonals and 12 on the others
@@ -209,7 +211,7 @@ def test_hand_counted_checkerboard():
     h_single = -2 * p_single * np.log2(p_single + np.spacing(1))
     np.testing.assert_allclose(entropy[0], [h_diagonal, h_single, h_diagonal, h_single], rtol=1e-15)
 
-    zb, zg, zs = kernels.glszm_zones(lv, boxes)
+    zb, zg, zs = kernels.glszm_zones(*runs)
     assert sorted(zip(zg.tolist(), zs.tolist())) == [(1, 6), (2, 6)]
     dep, ngtdm_sums = kernels.neighbourhood_counts(lv, boxes, 2, 0)
     assert dep[0, 0].tolist() == [0, 2, 3, 0, 1, 0, 0, 0, 0]  # level 1: corners 1, edges 2, the centre pixel 4

@@ -118,6 +118,16 @@ def row_runs(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
     return canvas.cache["row_runs"]
 
 
+def box_row_runs(canvas: Canvas) -> tuple[np.ndarray, ...]:
+    """The row runs of every region's box on the kernel path (`kernels.row_runs`: start, end, level, row and each
+    region's first run), cached: GLRLM counts them along its horizontal angle, GLSZM joins them into zones."""
+    if "box_row_runs" not in canvas.cache:
+        from .kernels import row_runs as runs
+
+        canvas.cache["box_row_runs"] = runs(fast_view(canvas.levels), canvas.boxes.numpy())
+    return canvas.cache["box_row_runs"]
+
+
 def run_cells(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """The non-empty cells of all run-length matrices: (region * 4 + angle, level, length, count), each (C,),
     and Nr (the longest run).
@@ -156,8 +166,10 @@ def run_sums(canvas: Canvas) -> tuple[Tensor, Tensor, Tensor]:
     if canvas.kernels:
         from .kernels import glrlm_sums
 
+        start, end, level, _, first = box_row_runs(canvas)
         by_level, length_sq, entropy = glrlm_sums(fast_view(canvas.levels), canvas.boxes.numpy(),
-                                                  canvas.max_level.numpy().astype(np.int64), ng)
+                                                  canvas.max_level.numpy().astype(np.int64), ng, start, end, level,
+                                                  first)
         return torch.from_numpy(by_level), torch.from_numpy(length_sq), torch.from_numpy(entropy)
     ra, lvl, ln, cnt, nr = run_cells(canvas)
     cnt = cnt.to(torch.float64)

@@ -145,9 +145,10 @@ def zones(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor, Te
     None picks "kernel" when the canvas uses the kernels, else "runs" on CPU, "propagate" elsewhere.
     """
     if method in (None, "kernel") and canvas.kernels:
+        from .glrlm import box_row_runs
         from .kernels import glszm_zones
 
-        return tuple(torch.from_numpy(t) for t in glszm_zones(canvas.levels.numpy(), canvas.boxes.numpy()))
+        return tuple(torch.from_numpy(t) for t in glszm_zones(*box_row_runs(canvas)))
     key = canvas.key
     k = canvas.n_bins
     method = method or ("runs" if key.device.type == "cpu" else "propagate")
@@ -177,9 +178,10 @@ def zone_sums(canvas: Canvas, method: str | None = None) -> tuple[Tensor, Tensor
     """
     r, ng = canvas.n_regions, canvas.n_levels
     if method in (None, "kernel") and canvas.kernels:
+        from .glrlm import box_row_runs
         from .kernels import glszm_sums
 
-        sums, pg = glszm_sums(canvas.levels.numpy(), canvas.boxes.numpy(), ng)
+        sums, pg = glszm_sums(canvas.boxes.numpy(), ng, *box_row_runs(canvas))
         return torch.from_numpy(sums), torch.from_numpy(pg)
     zb, zg, zs = zones(canvas, method)
     dt = torch.float64

@@ -273,7 +273,42 @@ def _sum_copies(table, out):
 
 
 @njit(cache=True, nogil=True)
-def glrlm_sums(levels, boxes, max_level, n_levels):
+def row_runs(levels, boxes):
+    """The runs along the rows of every region's box: maximal row segments of one gray level > 0. Returns
+    (start, end, level, row, first): (N,) int32 first and last column (1-based box columns, inclusive), level and box
+    row of each run, in raster order region by region, and (R + 1,) int64 offsets: region k's runs are
+    first[k]:first[k + 1]. Shared by GLRLM (its horizontal angle) and GLSZM (the nodes it joins into zones)."""
+    r = boxes.shape[0]
+    cap = 1
+    for k in range(r):
+        cap += boxes[k, 2] * boxes[k, 3]
+    start_out = np.empty(cap, dtype=np.int32)  # (at most one run per pixel; only the pages written are touched)
+    end_out = np.empty(cap, dtype=np.int32)
+    level_out = np.empty(cap, dtype=np.int32)
+    row_out = np.empty(cap, dtype=np.int32)
+    first = np.zeros(r + 1, dtype=np.int64)
+    n = 0
+    for k in range(r):
+        y0, x0, h, w = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        for i in range(h):
+            row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
+            start = 1
+            for x in range(1, w + 1):  # a run ends where the next pixel has another level
+                g = row[x]
+                if row[x + 1] != g:
+                    if g > 0:
+                        start_out[n] = start
+                        end_out[n] = x
+                        level_out[n] = g
+                        row_out[n] = i
+                        n += 1
+                    start = x + 1
+        first[k + 1] = n
+    return start_out[:n], end_out[:n], level_out[:n], row_out[:n], first
+
+
+@njit(cache=True, nogil=True)
+def glrlm_sums(levels, boxes, max_level, n_levels, run_start, run_end, run_level, run_first):
     """The sums over every region's run-length matrices that the GLRLM features need, per region and angle
     (FORWARD_4 order):
 
@@ -284,9 +319,10 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
     A run is a maximal line of pixels of one gray level along an angle. Each region's box is walked row by row.
     For the three angles that go down a row, the length of the run so far at each pixel is one more than at its
     predecessor in the row above if that has the same level, else 1 (a loop over the row with no dependence between
-    pixels); along the row it is the distance to the last level change. A run ends at a pixel whose successor along
-    the angle has another level; its (level, angle, length) cell is counted (with branches: measured faster here
-    than counting every pixel into a spare slot). max_level (R,): each region's largest level.
+    pixels). A run ends at a pixel whose successor along the angle has another level; its (level, angle, length)
+    cell is counted (with branches: measured faster here than counting every pixel into a spare slot). Along the
+    rows, the runs are `row_runs`' (run_start, run_end, run_level, run_first). max_level (R,): each region's largest
+    level.
     """
     r = boxes.shape[0]
     hmax = 1
@@ -328,13 +364,8 @@ def glrlm_sums(levels, boxes, max_level, n_levels):
                         table[cell + s1 + now[1, x]] += 1
                     if down[x - 1] != g:
                         table[cell + 2 * s1 + now[2, x]] += 1
-            start = 0  # (0, 1): the run so far starts after the last change
-            for x in range(1, w + 1):
-                g = np.int64(row[x])
-                if row[x + 1] != g:
-                    if g > 0:
-                        table[g * 4 * s1 + 3 * s1 + x - start] += 1
-                    start = x
+        for c in range(run_first[k], run_first[k + 1]):  # (0, 1): the row runs
+            table[np.int64(run_level[c]) * 4 * s1 + 3 * s1 + run_end[c] - run_start[c] + 1] += 1
         # the sums over this region's cells, zeroing the table for the next region; runs along (1, 0) are at most h
         # long, along (0, 1) at most w, along the diagonals at most min(h, w)
         n_runs[:] = 0
@@ -395,112 +426,111 @@ def _join(parent, a, b):
 
 
 @njit(cache=True, nogil=True)
-def _region_zones(levels, y0, x0, h, w, run_start, run_end, run_level, parent, size):
-    """Union-find over the row runs of one region's box (y0, x0, h, w); returns the number of runs n. Afterwards a
-    run c < n is a zone's root when parent[c] == c, and then run_level[c] is the zone's level and size[c] its size.
+def _region_zones(run_start, run_end, run_level, run_row, lo, hi, parent, size):
+    """Union-find over one region's row runs lo:hi (`row_runs`); returns their number n. Afterwards a run c < n
+    (run lo + c) is a zone's root when parent[c] == c, and then run_level[lo + c] is the zone's level and size[c]
+    its size.
 
     A zone is an 8-connected set of pixels of one gray level (PyRadiomics' 2D connectivity). A run is joined with
     every run of the row above that has its level and overlaps it or touches it diagonally (the above run starts at
     most one column after the run ends and ends at most one column before it starts), found by one merge-like sweep
     over both rows' runs. Roots are always the smaller run index, so a zone's root is its first run (zones come in
     the raster order of their first pixel); its size is the summed length of its runs. On return every run's parent
-    is its root. The work arrays hold at least h * w entries."""
-    n = 0
-    prev_lo = prev_hi = 0
-    for i in range(h):
-        row = levels[y0 + i, x0 - 1 : x0 + w + 1]  # with the background columns on both sides
-        cur_lo = n
-        start = 1
-        for x in range(1, w + 1):  # a run ends where the next pixel has another level
-            g = row[x]
-            if row[x + 1] != g:
-                if g > 0:
-                    run_start[n] = start
-                    run_end[n] = x
-                    run_level[n] = g
-                    parent[n] = n
-                    size[n] = 0
-                    n += 1
-                start = x + 1
+    is its root. parent and size hold at least hi - lo entries."""
+    n = hi - lo
+    for c in range(n):
+        parent[c] = c
+        size[c] = 0
+    prev_lo = prev_hi = lo  # the runs of the row above (none at first)
+    c = lo
+    while c < hi:
+        cur_lo = c
+        row = run_row[c]
+        while c < hi and run_row[c] == row:
+            c += 1
+        if prev_hi == prev_lo or run_row[prev_lo] != row - 1:  # the previous run row is not the row above
+            prev_lo = prev_hi = cur_lo
         j = prev_lo
-        for c in range(cur_lo, n):
-            while j < prev_hi and run_end[j] < run_start[c] - 1:
+        for d in range(cur_lo, c):
+            while j < prev_hi and run_end[j] < run_start[d] - 1:
                 j += 1
             t = j
-            root = c  # the current run's root: itself until joined (then the smaller root, still a root)
-            g = run_level[c]
-            reach = run_end[c] + 1
+            root = d - lo  # the current run's root: itself until joined (then the smaller root, still a root)
+            g = run_level[d]
+            reach = run_end[d] + 1
             while t < prev_hi and run_start[t] <= reach:
                 if run_level[t] == g:
-                    a = _find(parent, t)
+                    a = _find(parent, t - lo)
                     if a != root:
                         root = _join(parent, a, root)
                 t += 1
-        prev_lo, prev_hi = cur_lo, n
+        prev_lo, prev_hi = cur_lo, c
     for c in range(n):  # parent[c] <= c always, so in increasing order parent[parent[c]] is already a root
         parent[c] = parent[parent[c]]
-        size[parent[c]] += run_end[c] - run_start[c] + 1
+        size[parent[c]] += run_end[lo + c] - run_start[lo + c] + 1
     return n
 
 
 @njit(cache=True, nogil=True)
-def _zone_work_arrays(boxes):
-    """The work arrays of `_region_zones` for the largest box: run_start, run_end, run_level, parent, size."""
-    box_max = 1
-    for k in range(boxes.shape[0]):
-        box_max = max(box_max, boxes[k, 2] * boxes[k, 3])
-    return (np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64),
-            np.empty(box_max, dtype=np.int64), np.empty(box_max, dtype=np.int64))
+def _most_runs(run_first):
+    """The largest number of runs of one region (at least 1): the length of `_region_zones`' work arrays."""
+    most = 1
+    for k in range(run_first.shape[0] - 1):
+        most = max(most, run_first[k + 1] - run_first[k])
+    return most
 
 
 @njit(cache=True, nogil=True)
-def glszm_zones(levels, boxes):
+def glszm_zones(run_start, run_end, run_level, run_row, run_first):
     """Every zone of every region as (region index, gray level, size), each (Z,) int64, in the raster order of
-    each zone's first pixel, region by region (`_region_zones`)."""
-    r = boxes.shape[0]
-    cap = 0
-    for k in range(r):
-        cap += boxes[k, 2] * boxes[k, 3]
-    run_start, run_end, run_level, parent, size = _zone_work_arrays(boxes)
+    each zone's first pixel, region by region (`_region_zones` over `row_runs`)."""
+    r = run_first.shape[0] - 1
+    most = _most_runs(run_first)
+    parent = np.empty(most, dtype=np.int64)
+    size = np.empty(most, dtype=np.int64)
+    cap = run_first[r] + 1
     zb = np.empty(cap, dtype=np.int64)
     zg = np.empty(cap, dtype=np.int64)
     zs = np.empty(cap, dtype=np.int64)
     z = 0
     for k in range(r):
-        n = _region_zones(levels, boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3], run_start, run_end, run_level,
-                          parent, size)
+        lo = run_first[k]
+        n = _region_zones(run_start, run_end, run_level, run_row, lo, run_first[k + 1], parent, size)
         for c in range(n):
             if parent[c] == c:
                 zb[z] = k
-                zg[z] = run_level[c]
+                zg[z] = run_level[lo + c]
                 zs[z] = size[c]
                 z += 1
     return zb[:z], zg[:z], zs[:z]
 
 
 @njit(cache=True, nogil=True)
-def glszm_sums(levels, boxes, n_levels):
+def glszm_sums(boxes, n_levels, run_start, run_end, run_level, run_row, run_first):
     """The sums over every region's zones that the GLSZM features need (`glszm.ZONE_SUMS` order; `glszm.zone_sums`
     computes the same from a list of zones): (R, 12) float64 and the zones per gray level (R, Ng) float64.
 
-    Per region, over its zones (level g, size s; `_region_zones`): the count, the sums of g^2, s^2, g^2 s^2, s^2 / g^2,
-    1 / g^2, 1 / s^2, g^2 / s^2, 1 / (g^2 s^2) and (s - mean s)^2, the sum of squared zone counts per size, and the
-    entropy of the joint (level, size) distribution, -sum p log2(p + eps) (the zones sorted by size, and by
-    (level, size), give the counts)."""
+    Per region, over its zones (level g, size s; `_region_zones` over `row_runs`): the count, the sums of g^2, s^2,
+    g^2 s^2, s^2 / g^2, 1 / g^2, 1 / s^2, g^2 / s^2, 1 / (g^2 s^2) and (s - mean s)^2, the sum of squared zone
+    counts per size, and the entropy of the joint (level, size) distribution, -sum p log2(p + eps) (the zones
+    sorted by size, and by (level, size), give the counts)."""
     r = boxes.shape[0]
-    run_start, run_end, run_level, parent, size = _zone_work_arrays(boxes)
+    most = _most_runs(run_first)
+    parent = np.empty(most, dtype=np.int64)
+    size = np.empty(most, dtype=np.int64)
     sums = np.zeros((r, 12))
     pg = np.zeros((r, n_levels))
-    zs = np.empty(run_start.shape[0], dtype=np.int64)
-    zkey = np.empty(run_start.shape[0], dtype=np.int64)
+    zs = np.empty(most, dtype=np.int64)
+    zkey = np.empty(most, dtype=np.int64)
     for k in range(r):
         h, w = boxes[k, 2], boxes[k, 3]
-        n = _region_zones(levels, boxes[k, 0], boxes[k, 1], h, w, run_start, run_end, run_level, parent, size)
+        lo = run_first[k]
+        n = _region_zones(run_start, run_end, run_level, run_row, lo, run_first[k + 1], parent, size)
         nz = 0
         for c in range(n):
             if parent[c] == c:
                 zs[nz] = size[c]
-                zkey[nz] = run_level[c] * (h * w + 1) + size[c]
+                zkey[nz] = run_level[lo + c] * (h * w + 1) + size[c]
                 nz += 1
         t = sums[k]
         sum_s = 0.0
