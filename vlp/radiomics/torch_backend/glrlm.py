@@ -188,11 +188,10 @@ def _multi_element(canvas: Canvas) -> Tensor:
     """(R, 4) whether some line of the angle holds more than one ROI pixel of the region (PyRadiomics
     empties the angle otherwise). Two ROI pixels adjacent along the angle settle it; only the regions
     without such a pair (rare, sparse masks) have their lines counted, from their pixel coordinates."""
-    reg = canvas.region
     multi = glcm_matrices(canvas).flatten(2).sum(2) > 0  # shared with GLCM: every adjacent pair
     for k in torch.nonzero(~multi.all(1)).flatten().tolist():
         y0, x0, hh, ww = canvas.boxes[k].tolist()
-        ys, xs = torch.nonzero(reg[y0 : y0 + hh, x0 : x0 + ww] == k + 1, as_tuple=True)
+        ys, xs = torch.nonzero(canvas.region[y0 : y0 + hh, x0 : x0 + ww] == k + 1, as_tuple=True)
         for a, line in enumerate((xs - ys, xs, xs + ys, ys)):
             multi[k, a] = bool(torch.bincount(line - line.min()).max() > 1)
     return multi
