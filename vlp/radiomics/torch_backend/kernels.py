@@ -660,10 +660,11 @@ def shape_sums(levels, boxes):
 
     Windows: every 2x2 window of the box grown by one pixel, case = corners (0,0) + 2 (0,1) + 4 (1,1) + 8 (1,0)
     (the perimeter and mesh area are sums of per-case weights; cases 0 and 15, all out and all in, weigh nothing
-    and are left at 0, so the interior costs no counting). Diameter: the contour vertices are the midpoints
-    of edges between a region pixel and a background pixel, (2y, 2x + 1) and (2y + 1, 2x) in doubled coordinates;
-    only a vertex that is the first or last of its doubled row and of its doubled column can be on the convex
-    hull, and those candidates are compared pairwise. All integers: exact.
+    and are left at 0, so the interior costs no counting; between two rows that are full across the box, as in box
+    masks, only the two end windows are boundary windows and nothing is scanned). Diameter: the contour vertices are
+    the midpoints of edges between a region pixel and a background pixel, (2y, 2x + 1) and (2y + 1, 2x) in doubled
+    coordinates; only a vertex that is the first or last of its doubled row and of its doubled column can be on the
+    convex hull, and those candidates are compared pairwise. All integers: exact.
     """
     r = boxes.shape[0]
     out = np.zeros((r, 22), dtype=np.int64)
@@ -692,25 +693,16 @@ def shape_sums(levels, boxes):
             col_hi[i] = -1
         n = 0
         m1[: w + 2] = 0  # mask of box row -1 (background), columns -1..w
+        full1 = False  # row y + 1 holds a region pixel in every column of the box
         for y in range(-1, h):
             m0[: w + 2] = m1[: w + 2]
-            if y + 1 < h:
-                row = levels[y0 + y + 1, x0 - 1 : x0 + w + 1]
-                for x in range(w + 2):
-                    m1[x] = row[x] > 0
-            else:
-                m1[: w + 2] = 0
-            for x in range(w + 1):  # windows with top-left corner (y, x - 1); cases 0 and 15 (all out, all in) weigh 0
-                case = np.int64(m0[x]) + 2 * m0[x + 1] + 4 * m1[x + 1] + 8 * m1[x]
-                if case != 0 and case != 15:  # rare: a branch that is almost always predicted
-                    cases[x & 3, case] += 1
-            for x in range(w):  # vertical edges between rows y and y + 1, column x
-                if m0[x + 1] != m1[x + 1]:
-                    vy[n] = 2 * y + 2
-                    vx[n] = 2 * x + 1
-                    n += 1
+            full0 = full1
+            full1 = False
             if y + 1 < h:
                 yy = y + 1
+                row = levels[y0 + yy, x0 - 1 : x0 + w + 1]
+                for x in range(w + 2):
+                    m1[x] = row[x] > 0
                 cnt = 0
                 s1 = 0
                 s2 = 0
@@ -724,9 +716,31 @@ def shape_sums(levels, boxes):
                 sx += s1
                 sxx += s2
                 sxy += s1 * yy
-                for x in range(-1, w):  # horizontal edges between columns x and x + 1 of row yy
+                full1 = cnt == w
+            else:
+                m1[: w + 2] = 0
+            if full0 and full1:  # two full rows: only the end windows are boundary windows, no vertical edges
+                cases[0, 6] += 1  # window at columns (-1, 0): out, in / out, in
+                cases[1, 9] += 1  # window at columns (w - 1, w): in, out / in, out
+            else:
+                for x in range(w + 1):  # windows with top-left corner (y, x - 1); cases 0 and 15 weigh 0
+                    case = np.int64(m0[x]) + 2 * m0[x + 1] + 4 * m1[x + 1] + 8 * m1[x]
+                    if case != 0 and case != 15:  # rare: a branch that is almost always predicted
+                        cases[x & 3, case] += 1
+                for x in range(w):  # vertical edges between rows y and y + 1, column x
+                    if m0[x + 1] != m1[x + 1]:
+                        vy[n] = 2 * y + 2
+                        vx[n] = 2 * x + 1
+                        n += 1
+            if full1:  # horizontal edges of a full row: at its two ends
+                vy[n] = vy[n + 1] = 2 * y + 3
+                vx[n] = 0
+                vx[n + 1] = 2 * w
+                n += 2
+            elif y + 1 < h:
+                for x in range(-1, w):  # horizontal edges between columns x and x + 1 of row y + 1
                     if m1[x + 1] != m1[x + 2]:
-                        vy[n] = 2 * yy + 1
+                        vy[n] = 2 * y + 3
                         vx[n] = 2 * x + 2
                         n += 1
         # candidates: first or last vertex of their doubled row and of their doubled column (coordinates + 1)
