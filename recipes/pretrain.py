@@ -277,6 +277,7 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
     terms are averaged over the micro-batches."""
     k = len(micro)
     logged: dict[str, float] = {}
+    empty_cams = 0.0 if unwrapped.radiomics is not None else None
     cache = None
     if k > 1 and all("input_ids" in b for b in micro):
         with torch.no_grad(), accelerator.autocast():
@@ -298,7 +299,11 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
             accelerator.backward(loss)
         for name, value in out.losses.items():
             logged[name] = logged.get(name, 0.0) + float(value.detach()) / k
+        if out.empty_cams is not None:  # radiomics head: the share of all-zero Grad-CAM maps (no region)
+            empty_cams += float(out.empty_cams.float().mean()) / k
     logged["loss"] = sum(unwrapped.loss_weight(name) * value for name, value in logged.items())
+    if empty_cams is not None:
+        logged["radiomics_empty_cams"] = empty_cams
     if max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()

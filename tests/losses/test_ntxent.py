@@ -106,6 +106,15 @@ def _worker(rank, world, init_file, out_dir):
             dist.all_reduce(g)
             g /= world
         results[negatives] = {"loss": loss, "g_a": g_a, "g_p": g_p}
+    # rank 1 holds no pair (all left out): it still joins the gather, and rank 0 scores its 4 pairs alone
+    rows = slice(0, 4) if rank == 0 else slice(0, 0)
+    loss, g_a, g_p = _loss_and_grads(x_a[rows], x_p[rows], w_a, w_p, "all", gather=True)
+    for g in (g_a, g_p):
+        dist.all_reduce(g)
+        g /= world
+    results["one_empty"] = {"loss": loss, "g_a": g_a, "g_p": g_p}
+    loss, g_a, g_p = _loss_and_grads(x_a[:0], x_p[:0], w_a, w_p, "all", gather=True)  # no pair anywhere
+    results["both_empty"] = {"loss": loss, "g_a": g_a, "g_p": g_p}
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -122,3 +131,22 @@ def test_two_processes_equal_one_process_on_the_global_batch(tmp_path):
         for r in results:
             torch.testing.assert_close(r["g_a"], g_a, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(r["g_p"], g_p, rtol=1e-5, atol=1e-6)
+    # one process without pairs: zero there, the other's 4 pairs alone; the averaged gradient is half of theirs
+    x_a, x_p, w_a, w_p = _setup(8)
+    loss, g_a, g_p = _loss_and_grads(x_a[:4], x_p[:4], w_a, w_p, "all", gather=False)
+    empty, full = ranks[1]["one_empty"], ranks[0]["one_empty"]
+    assert empty["loss"].item() == 0.0
+    assert full["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    for r in (empty, full):
+        torch.testing.assert_close(r["g_a"], g_a / 2, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["g_p"], g_p / 2, rtol=1e-5, atol=1e-6)
+    for r in ranks:
+        assert r["both_empty"]["loss"].item() == 0.0 and r["both_empty"]["g_a"].abs().sum() == 0
+
+
+def test_no_pairs_give_zero_in_the_graph():
+    w = torch.randn(4, 3, requires_grad=True)
+    loss = nt_xent_loss(torch.zeros(0, 3) @ w.T, torch.zeros(0, 3) @ w.T, gather=False)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert w.grad is not None and w.grad.abs().sum() == 0

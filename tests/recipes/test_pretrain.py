@@ -164,6 +164,9 @@ def test_image_only_radiomics_training_on_two_processes(demo_config, tmp_path):
     scalars = _scalars(out)
     assert not any(tag.startswith("train/global_") for tag in scalars), sorted(scalars)
     assert {"train/radiomics_classification", "train/radiomics_contrastive"} <= set(scalars), sorted(scalars)
+    # the share of all-zero Grad-CAM maps (images whose radiomics come from no region) is logged beside them
+    assert [step for step, _ in scalars["train/radiomics_empty_cams"]] == [1, 2]
+    assert all(0.0 <= value <= 1.0 for _, value in scalars["train/radiomics_empty_cams"])
 
 
 def test_bad_config_key_names_the_key(tmp_path):

@@ -17,7 +17,8 @@ temperature.
 
 With several processes, each process scores its own rows against the rows of every process (gathered with
 gradients, as the global image-report loss), so the data-parallel mean of the per-process losses and gradients
-equals one process on the whole global batch.
+equals one process on the whole global batch (when every process holds as many pairs). A process with no pair
+still takes part in the gather and returns a zero that keeps its inputs in the graph.
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def nt_xent_loss(anchors: torch.Tensor, positives: torch.Tensor, temperature: fl
         all_a, offset = gather_features(a, with_grad)
         all_p, _ = gather_features(p, with_grad)
     n, total = a.shape[0], all_a.shape[0]
+    if n == 0:  # no pair on this process: zero, through the gathers (their backward is a collective too)
+        return (all_a.sum() + all_p.sum()) * 0.0
     own = torch.arange(n, device=a.device) + offset  # this process's rows in the gathered order
     if negatives == "cross":
         a_to_p = F.cross_entropy(a @ all_p.T / temperature, own)

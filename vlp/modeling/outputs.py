@@ -30,6 +30,7 @@ class VLPOutput(ModelOutput):
     # radiomics head
     class_logits: torch.Tensor | None = None  # (B, L) multi-label logits
     cams: torch.Tensor | None = None  # (B, h, w) Grad-CAM maps on the region grid, in [0, 1]
+    empty_cams: torch.Tensor | None = None  # (B,) bool: the map is all zero (marks no region)
     radiomics_embeds: torch.Tensor | None = None  # (B, D) L2-normalised
 
 

@@ -9,7 +9,8 @@ One training step, for every image of the batch (labelled or not):
 2. Grad-CAM of the classifier on the tower's last feature map (`vlp.gradcam`) explains one class per image: its
    labelled positive class (the highest-scoring one if several), else the top predicted class;
 3. the normalised map, upsampled to the model input, is thresholded; the box of its largest connected region
-   is the region of interest;
+   is the region of interest (an all-zero map marks none: the whole image, or with ``empty_cam="skip"`` the
+   image is left out of step 6);
 4. radiomic features (`vlp.radiomics`, PyRadiomics' 2D feature set) of the *original* image inside that box,
    gradient-free, from the unnormalised [0, 1] model-input image scaled to 0..255 gray levels (so that
    PyRadiomics' default bin width 25 gives about 10 gray-level bins, as on an 8-bit X-ray);
@@ -38,7 +39,7 @@ from torch import nn
 from vlp.gradcam import boxes_to_masks, cam_boxes, grad_cam, upsample_cams
 from vlp.losses.ntxent import NEGATIVES, nt_xent_loss
 
-__all__ = ["LOSS_NAMES", "NIH_FINDINGS", "RadiomicsEncoder", "RadiomicsHead", "RadiomicsHeadConfig",
+__all__ = ["EMPTY_CAM", "LOSS_NAMES", "NIH_FINDINGS", "RadiomicsEncoder", "RadiomicsHead", "RadiomicsHeadConfig",
            "explain_targets", "masked_bce"]
 
 LOSS_NAMES = (
@@ -51,6 +52,7 @@ NIH_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 
 ALL_2D_FEATURE_CLASSES = ("firstorder", "shape2D", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+EMPTY_CAM = ("image", "skip")  # what an all-zero Grad-CAM map gives (RadiomicsHeadConfig.empty_cam)
 
 
 @dataclass
@@ -62,6 +64,10 @@ class RadiomicsHeadConfig:
         one if several), else the top predicted class; ``"top"`` always the top predicted class.
     cam_threshold: threshold on the min-max normalised, upsampled Grad-CAM map.
     min_box_size: a smaller box side is widened to this many pixels (radiomics needs a 2D region).
+    empty_cam: an image whose Grad-CAM map is all zero (no cell with positive evidence for the class) marks no
+        region. ``"image"``: its radiomics come from the whole image; ``"skip"``: it is left out of the NT-Xent
+        (and of the radiomics standardiser's running statistics). Either way its ``radiomics_embeds`` row is
+        the whole image's.
     backend, feature_classes, bin_width: the radiomics engine (`vlp.radiomics.RadiomicsExtractor`); the default
         is PyRadiomics' 2D set with its default bin width 25.
     gray_levels: the [0, 1] raw images are multiplied by this before extraction (255: 8-bit gray levels).
@@ -77,6 +83,7 @@ class RadiomicsHeadConfig:
     explain: Literal["label_or_top", "top"] = "label_or_top"
     cam_threshold: float = 0.5
     min_box_size: int = 8
+    empty_cam: Literal["image", "skip"] = "image"
     backend: Literal["torch", "pyradiomics"] = "torch"
     feature_classes: list[str] = field(default_factory=lambda: list(ALL_2D_FEATURE_CLASSES))
     bin_width: float = 25.0
@@ -99,6 +106,8 @@ class RadiomicsHeadConfig:
             raise ValueError(f"RadiomicsHeadConfig.explain must be 'label_or_top' or 'top', got {self.explain!r}")
         if not 0.0 < self.cam_threshold <= 1.0:
             raise ValueError(f"RadiomicsHeadConfig.cam_threshold must be in (0, 1], got {self.cam_threshold}")
+        if self.empty_cam not in EMPTY_CAM:
+            raise ValueError(f"RadiomicsHeadConfig.empty_cam must be one of {EMPTY_CAM}, got {self.empty_cam!r}")
         if self.min_box_size < 2:
             raise ValueError(f"RadiomicsHeadConfig.min_box_size must be >= 2, got {self.min_box_size}")
         if self.backend not in ("torch", "pyradiomics"):
@@ -172,7 +181,8 @@ class FeatureStandardizer(nn.Module):
 
     Running statistics are used in training too (unlike BatchNorm), so a batch of one image works and the
     scale of a feature does not depend on what else is in the batch. The first batch sets the statistics; later
-    ones move them with `momentum` (a cumulative mean over the first 1 / momentum batches).
+    ones move them with `momentum` (a cumulative mean over the first 1 / momentum batches). `fit_rows` (B,) bool
+    picks the rows that update them (a batch with none leaves them as they are).
     """
 
     def __init__(self, num_features: int, momentum: float = 0.01, eps: float = 1e-5):
@@ -182,13 +192,14 @@ class FeatureStandardizer(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+    def forward(self, x: torch.Tensor, fit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        fit = x if fit_rows is None else x[fit_rows]
+        if self.training and fit.shape[0] > 0:
             with torch.no_grad():
                 n = int(self.num_batches)
                 rate = max(1.0 / (n + 1), self.momentum)
-                mean = x.mean(0)
-                var = x.var(0, unbiased=False)
+                mean = fit.mean(0)
+                var = fit.var(0, unbiased=False)
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
                 self.running_var.lerp_(var.to(self.running_var.dtype), rate)
                 self.num_batches += 1
@@ -209,9 +220,10 @@ class RadiomicsEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(num_features, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(),
                                  nn.Dropout(dropout), nn.Linear(hidden_dim, embed_dim))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, fit_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """fit_rows: (B,) bool, the rows that update the standardiser's statistics in training (default all)."""
         x = torch.sign(features) * torch.log1p(features.abs())
-        x = self.standardize(x.to(self.mlp[0].weight.dtype))
+        x = self.standardize(x.to(self.mlp[0].weight.dtype), fit_rows)
         return F.normalize(self.mlp(x), dim=-1)
 
 
@@ -263,8 +275,8 @@ class RadiomicsHead(nn.Module):
 
     def forward(self, out, image_features, pixel_values: torch.Tensor | None, raw_images: torch.Tensor | None,
                 labels: torch.Tensor | None, return_loss: bool) -> None:
-        """Fill ``out.class_logits``, ``out.cams``, ``out.radiomics_embeds`` (when `raw_images` are given) and,
-        with `return_loss`, the unweighted terms `LOSS_NAMES` of ``out.losses``."""
+        """Fill ``out.class_logits``, ``out.cams``, ``out.empty_cams``, ``out.radiomics_embeds`` (when
+        `raw_images` are given) and, with `return_loss`, the unweighted terms `LOSS_NAMES` of ``out.losses``."""
         cfg = self.config
         regions, grid = image_features.regions, tuple(image_features.grid)
         logits = self.classify(regions)
@@ -277,6 +289,9 @@ class RadiomicsHead(nn.Module):
         out.class_logits = logits
         targets = explain_targets(logits, labels, cfg.explain)
         out.cams = self.explain(regions, grid, targets)
+        out.empty_cams = out.cams.flatten(1).amax(dim=1) <= 0
+        # the pairs that enter the NT-Xent (and fit the standardiser): all, or those whose map marks a region
+        paired = ~out.empty_cams if cfg.empty_cam == "skip" else torch.ones_like(out.empty_cams)
         contrastive_on = cfg.weights["radiomics_contrastive"] != 0.0
         if return_loss and contrastive_on and raw_images is None:
             raise ValueError("the radiomics head needs raw_images (B, H, W), the unnormalised [0, 1] model-input "
@@ -291,7 +306,7 @@ class RadiomicsHead(nn.Module):
                                  f"{tuple(raw_images.shape)}")
             boxes = self.region_boxes(out.cams, tuple(raw_images.shape[-2:]))
             features = self.radiomic_features(raw_images, boxes)
-            out.radiomics_embeds = self.encoder(features.to(logits.device))
+            out.radiomics_embeds = self.encoder(features.to(logits.device), fit_rows=paired)
         if return_loss:
             out.losses["radiomics_classification"] = masked_bce(logits, labels) if labels is not None \
                 else logits.sum() * 0.0
@@ -299,7 +314,7 @@ class RadiomicsHead(nn.Module):
                 if out.image_embeds is None:
                     raise ValueError("the radiomics contrastive loss needs out.image_embeds")
                 out.losses["radiomics_contrastive"] = nt_xent_loss(
-                    out.image_embeds, out.radiomics_embeds, cfg.temperature, cfg.negatives,
+                    out.image_embeds[paired], out.radiomics_embeds[paired], cfg.temperature, cfg.negatives,
                     gather=True, with_grad=cfg.gather_with_grad)
 
 
