@@ -1,9 +1,12 @@
 r"""Ablation of the radiomics feedback loop (Han et al., WACV 2022) on the NIH ChestX-ray14 box images.
 
-Two arms, trained image-only on the same data, folds, steps and seeds:
+Arms (``--arms``), trained image-only on the same data, folds, steps and seeds:
   - ``baseline``:  the radiomics head's multi-label classifier alone (BCE);
   - ``radiomics``: the same + the NT-Xent loss between each image's embedding and the radiomics embedding of its
-    own Grad-CAM region (the feedback loop), weight 1 (the head's default).
+    own Grad-CAM region (the feedback loop), weight 1 (the head's default); an all-zero map gives the whole
+    image's radiomics (``empty_cam="image"``, the default);
+  - ``radiomics_skip``: as ``radiomics``, but images whose map is all zero are left out of the NT-Xent
+    (``empty_cam="skip"``).
 Evaluated on held-out patients (patient-level k-fold cross-validation):
   - per-finding AUROC of the classifier for the 8 box findings;
   - Grad-CAM localisation accuracy T(IoU): for every (image, boxed finding) the Grad-CAM of that finding's class
@@ -16,7 +19,8 @@ Every image of this set has at least one boxed finding, so AUROC separates one f
 abnormal images (there are no normal images here).
 
     .venv/bin/python bench/radiomics_ablation.py      # the documented CPU run: resnet10t (output stride 16, an 8x8
-                                                      # Grad-CAM grid) at 128 px, 4 epochs, 3 folds, 1 seed
+                                                      # Grad-CAM grid) at 128 px, 4 epochs, 3 folds, 1 seed, the
+                                                      # three arms (~40 min on 2 cores)
     .venv/bin/python bench/radiomics_ablation.py --device cuda --threads 8 --model resnet50 --output-stride 0 \
         --image-size 256 --epochs 40 --folds 5 --seeds 0 1 2      # a real run on a GPU (8x8 grid at 256 px)
     .venv/bin/python bench/radiomics_ablation.py --epochs 1 --folds 2 --max-folds 1 --image-size 64 \
@@ -57,7 +61,7 @@ from vlp.gradcam import cam_boxes, upsample_cams  # noqa: E402
 BOX_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
 LABEL_OF_BOX = {f: ("Infiltration" if f == "Infiltrate" else f) for f in BOX_FINDINGS}
 LABELS = [LABEL_OF_BOX[f] for f in BOX_FINDINGS]
-ARMS = ("baseline", "radiomics")
+ARMS = ("baseline", "radiomics", "radiomics_skip")  # the first is the reference of every difference
 TEXT_TOWER = {"model_name": None, "model_config": {"hidden_size": 32, "num_hidden_layers": 1,
                                                    "num_attention_heads": 2, "intermediate_size": 64,
                                                    "vocab_size": 64}}  # unused: image-only training
@@ -99,8 +103,9 @@ def build_model(arm: str, args) -> VLPModel:
                      "model_kwargs": {"output_stride": args.output_stride} if args.output_stride else {}},
         text_tower=TEXT_TOWER, projection_dim=128, heads=["radiomics"],
         radiomics={"label_names": LABELS, "cam_threshold": args.cam_threshold, "encoder_hidden_dim": 256,
+                   "empty_cam": "skip" if arm == "radiomics_skip" else "image",
                    "weights": {"radiomics_classification": 1.0,
-                               "radiomics_contrastive": args.radiomics_weight if arm == "radiomics" else 0.0}},
+                               "radiomics_contrastive": 0.0 if arm == "baseline" else args.radiomics_weight}},
     )
     return VLPModel(config)
 
@@ -148,14 +153,14 @@ def train(model: VLPModel, data: Data, train_idx: list[int], arm: str, seed: int
             if len(rows) < 2:
                 continue
             pixel_values, raw = model_inputs(data.images[rows], args.image_size, device)
-            out = model(pixel_values=pixel_values, raw_images=raw if arm == "radiomics" else None,
+            out = model(pixel_values=pixel_values, raw_images=None if arm == "baseline" else raw,
                         labels=labels[rows].to(device), return_loss=True)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             schedule.step()
             log["loss"].append({k: float(v.detach()) for k, v in out.losses.items()})
-            log["empty_cams"].append(float((out.cams.flatten(1).amax(dim=1) <= 0).float().mean()))
+            log["empty_cams"].append(float(out.empty_cams.float().mean()))
     log["seconds"] = time.perf_counter() - start
     return log
 
@@ -238,8 +243,22 @@ def _mean_std(values) -> str:
 
 
 def report(results: list[dict], args, data: Data, seconds: float, command: str) -> str:
-    runs = {arm: [r for r in results if r["arm"] == arm] for arm in ARMS}
-    n_runs = len(runs["baseline"])
+    arms = [arm for arm in ARMS if arm in args.arms]
+    runs = {arm: [r for r in results if r["arm"] == arm] for arm in arms}
+    base, others = arms[0], arms[1:]  # every difference is an arm minus the first (the baseline)
+    n_runs = len(runs[base])
+
+    def row(name: str, value) -> str:
+        """A table row: each arm's mean ± std of `value(run)`, then each other arm's paired difference."""
+        per_arm = {arm: [value(r) for r in runs[arm]] for arm in arms}
+        cells = [_mean_std(per_arm[arm]) for arm in arms]
+        cells += [_mean_std([b - a for a, b in zip(per_arm[base], per_arm[arm])]) for arm in others]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    def header(first: str, extra: tuple[str, ...] = ()) -> list[str]:
+        names = [first, *arms, *(f"{arm} - {base}" for arm in others), *extra]
+        return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
     lines = ["# Radiomics feedback loop: ablation on the NIH ChestX-ray14 box images", "",
              "Produced by `bench/radiomics_ablation.py` (method: Han et al., WACV 2022; head: "
              "[docs/radiomics.md](../radiomics.md)).", "",
@@ -252,76 +271,64 @@ def report(results: list[dict], args, data: Data, seconds: float, command: str) 
              f"- data: `{args.data}`: {len(data.patients)} images (256 x 256 PNG), "
              f"{len(set(data.patients))} patients, {sum(len(b) for b in data.boxes)} expert boxes of 8 findings; "
              "image labels: NIH's text-mined labels of the same images",
-             f"- model: `{args.model}`{f' (output stride {args.output_stride})' if args.output_stride else ''}, random init, "
-             f"1 channel, {args.image_size} px input, {args.grid[0]}x{args.grid[1]} Grad-CAM grid, image-only training "
-             f"(no reports); classifier on the mean of the last feature map's cells; AdamW lr {args.lr} (10% linear warm-up, cosine decay), "
-             f"batch {args.batch_size}, {args.epochs} epochs per fold; labels on {args.label_fraction:.0%} of the "
-             "training images",
-             f"- radiomics arm: + NT-Xent (temperature 0.05, weight {args.radiomics_weight}) with the radiomics "
-             f"embedding of the current Grad-CAM box ({args.num_features} PyRadiomics 2D features, torch engine, 0..255 gray "
-             f"levels, bin width 25); Grad-CAM threshold {args.cam_threshold}",
+             f"- model: `{args.model}`{f' (output stride {args.output_stride})' if args.output_stride else ''}, "
+             f"random init, 1 channel, {args.image_size} px input, {args.grid[0]}x{args.grid[1]} Grad-CAM grid, "
+             "image-only training (no reports); classifier on the mean of the last feature map's cells; AdamW lr "
+             f"{args.lr} (10% linear warm-up, cosine decay), batch {args.batch_size}, {args.epochs} epochs per fold; "
+             f"labels on {args.label_fraction:.0%} of the training images",
+             f"- arms: `baseline` the classifier alone (BCE); `radiomics` + NT-Xent (temperature 0.05, weight "
+             f"{args.radiomics_weight}) with the radiomics embedding of the current Grad-CAM box ({args.num_features} "
+             "PyRadiomics 2D features, torch engine, 0..255 gray levels, bin width 25; an all-zero map gives the "
+             "whole image, `empty_cam=\"image\"`); `radiomics_skip` the same, images with an all-zero map left out "
+             f"of the NT-Xent (`empty_cam=\"skip\"`); Grad-CAM threshold {args.cam_threshold}",
              f"- evaluation: patient-level {args.folds}-fold cross-validation"
              f"{f' (first {args.max_folds} folds only)' if args.max_folds else ''} x seeds {list(args.seeds)} = "
              f"{n_runs} runs per arm; mean ± std over runs; the same folds, seeds, initial weights and batch order "
-             "in both arms", ""]
-    lines += ["## Classification: AUROC per finding (held-out patients)", "",
-              "| finding | baseline | radiomics | difference (radiomics - baseline) |", "|---|---|---|---|"]
-    for f in BOX_FINDINGS + ("mean",):
-        def get(r):
-            if f == "mean":
-                vals = [v for v in r["auroc"].values() if not math.isnan(v)]
-                return float(np.mean(vals)) if vals else math.nan
-            return r["auroc"][f]
-        base = [get(r) for r in runs["baseline"]]
-        rad = [get(r) for r in runs["radiomics"]]
-        name = LABEL_OF_BOX[f] if f != "mean" else "**mean**"
-        lines.append(f"| {name} | {_mean_std(base)} | {_mean_std(rad)} | "
-                     f"{_mean_std([b - a for a, b in zip(base, rad)])} |")
+             "in every arm; a difference is paired by run", ""]
+
+    def mean_auroc(r):
+        vals = [v for v in r["auroc"].values() if not math.isnan(v)]
+        return float(np.mean(vals)) if vals else math.nan
+
+    lines += ["## Classification: AUROC per finding (held-out patients)", "", *header("finding")]
+    for f in BOX_FINDINGS:
+        lines.append(row(LABEL_OF_BOX[f], lambda r, f=f: r["auroc"][f]))
+    lines.append(row("**mean**", mean_auroc))
     lines += ["", "## Localisation accuracy T(IoU) of the Grad-CAM box (all boxed findings)", "",
               "An all-zero Grad-CAM map (no cell with positive evidence for the class) counts as a miss (IoU 0). "
               "References that use no model: the finding's mean training-fold box (prior box) and the whole image.",
-              "",
-              "| IoU threshold | baseline | radiomics | difference | prior box | whole image |",
-              "|---|---|---|---|---|---|"]
+              "", *header("IoU threshold", ("prior box", "whole image"))]
     for t in DEFAULT_IOU_THRESHOLDS:
-        base = [r["t_iou"][t] for r in runs["baseline"]]
-        rad = [r["t_iou"][t] for r in runs["radiomics"]]
-        prior = [r["prior_t_iou"][t] for r in runs["baseline"]]
-        whole = [r["whole_t_iou"][t] for r in runs["baseline"]]
-        lines.append(f"| {t:.1f} | {_mean_std(base)} | {_mean_std(rad)} | "
-                     f"{_mean_std([b - a for a, b in zip(base, rad)])} | {_mean_std(prior)} | {_mean_std(whole)} |")
-    for key, name in (("empty_map_fraction", "all-zero maps (share of cases)"),
-                      ("mean_box_area", "mean Grad-CAM box area (share of the image)")):
-        base = [r[key] for r in runs["baseline"]]
-        rad = [r[key] for r in runs["radiomics"]]
-        lines.append(f"| {name} | {_mean_std(base)} | {_mean_std(rad)} | {_mean_std([b - a for a, b in zip(base, rad)])}"
-                     " | | |")
+        prior = _mean_std([r["prior_t_iou"][t] for r in runs[base]])
+        whole = _mean_std([r["whole_t_iou"][t] for r in runs[base]])
+        lines.append(row(f"{t:.1f}", lambda r, t=t: r["t_iou"][t])[:-1] + f"| {prior} | {whole} |")
+    blanks = " |" * 2
+    lines.append(row("all-zero maps (share of cases)", lambda r: r["empty_map_fraction"]) + blanks)
+    lines.append(row("mean Grad-CAM box area (share of the image)", lambda r: r["mean_box_area"]) + blanks)
     lines += ["", "## T(0.1) and T(0.3) per finding", "",
-              "| finding | cases/run | baseline T(0.1) | radiomics T(0.1) | baseline T(0.3) | radiomics T(0.3) |",
-              "|---|---|---|---|---|---|"]
+              "| finding | cases/run | " + " | ".join(f"{arm} T({t})" for t in (0.1, 0.3) for arm in arms) + " |",
+              "|" + "---|" * (2 + 2 * len(arms))]
     for f in BOX_FINDINGS:
-        cells = []
-        for t in (0.1, 0.3):
-            for arm in ARMS:
-                cells.append(_mean_std([r["t_iou_by_finding"][f][t] for r in runs[arm] if f in r["t_iou_by_finding"]]))
-        n_cases = np.mean([r["cases_by_finding"].get(f, 0) for r in runs["baseline"]])
-        lines.append(f"| {LABEL_OF_BOX[f]} | {n_cases:.0f} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
+        cells = [_mean_std([r["t_iou_by_finding"][f][t] for r in runs[arm] if f in r["t_iou_by_finding"]])
+                 for t in (0.1, 0.3) for arm in arms]
+        n_cases = np.mean([r["cases_by_finding"].get(f, 0) for r in runs[base]])
+        lines.append(f"| {LABEL_OF_BOX[f]} | {n_cases:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "## Every run", "",
               "| fold | seed | arm | train s | final BCE | final NT-Xent | all-zero maps, last epoch | mean AUROC | "
               "T(0.1) | T(0.3) | T(0.5) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: (r["fold"], r["seed"], r["arm"])):
-        aucs = [v for v in r["auroc"].values() if not math.isnan(v)]
+    for r in sorted(results, key=lambda r: (r["fold"], r["seed"], arms.index(r["arm"]))):
         nt = r["final_losses"].get("radiomics_contrastive")
         lines.append(f"| {r['fold']} | {r['seed']} | {r['arm']} | {r['train_seconds']:.0f} | "
                      f"{r['final_losses']['radiomics_classification']:.3f} | {'-' if nt is None else f'{nt:.3f}'} | "
-                     f"{r['train_empty_cams']:.2f} | "
-                     f"{np.mean(aucs):.3f} | {r['t_iou'][0.1]:.3f} | {r['t_iou'][0.3]:.3f} | {r['t_iou'][0.5]:.3f} |")
-    base_s = np.mean([r["train_seconds"] for r in runs["baseline"]])
-    rad_s = np.mean([r["train_seconds"] for r in runs["radiomics"]])
+                     f"{r['train_empty_cams']:.2f} | {mean_auroc(r):.3f} | {r['t_iou'][0.1]:.3f} | "
+                     f"{r['t_iou'][0.3]:.3f} | {r['t_iou'][0.5]:.3f} |")
+    base_s = np.mean([r["train_seconds"] for r in runs[base]])
+    cost = ", ".join(f"{arm} {np.mean([r['train_seconds'] for r in runs[arm]]):.0f} s "
+                     f"({np.mean([r['train_seconds'] for r in runs[arm]]) / base_s:.2f}x)" for arm in others)
     lines += ["", "## Cost", "",
-              f"Training time per run: baseline {base_s:.0f} s, radiomics {rad_s:.0f} s "
-              f"({rad_s / base_s:.2f}x: Grad-CAM, box and radiomic features of every image at every step).", ""]
+              f"Training time per run: {base} {base_s:.0f} s, {cost} (Grad-CAM, box and radiomic features of every "
+              "image at every step).", ""]
     return "\n".join(lines)
 
 
@@ -352,8 +359,11 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-folds", type=int, default=None, help="run only the first N folds (quick check)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
+                        help="the arms to train (baseline always: the differences are taken against it)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks" / "radiomics_ablation.md")
     args = parser.parse_args(argv)
+    args.arms = [arm for arm in ARMS if arm in args.arms or arm == ARMS[0]]
     command = " ".join([".venv/bin/python bench/radiomics_ablation.py", *(argv if argv is not None else sys.argv[1:])])
     args.load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
@@ -366,7 +376,7 @@ def main(argv=None) -> None:
     results = []
     for fold, (train_idx, val_idx) in enumerate(folds):
         for seed in args.seeds:
-            for arm in ARMS:
+            for arm in args.arms:
                 torch.manual_seed(seed)  # the same initial weights in both arms
                 model = build_model(arm, args).to(device)
                 args.num_features = model.radiomics.extractor.num_features
