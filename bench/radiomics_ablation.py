@@ -18,9 +18,9 @@ Evaluated on held-out patients (patient-level k-fold cross-validation):
 Every image of this set has at least one boxed finding, so AUROC separates one finding from the others among
 abnormal images (there are no normal images here).
 
-    .venv/bin/python bench/radiomics_ablation.py      # the documented CPU run: resnet10t (output stride 16, an 8x8
-                                                      # Grad-CAM grid) at 128 px, 4 epochs, 3 folds, 1 seed, the
-                                                      # three arms (~40 min on 2 cores)
+    .venv/bin/python bench/radiomics_ablation.py      # resnet10t (output stride 16, an 8x8 Grad-CAM grid) at
+                                                      # 128 px, 4 epochs, 3 folds, 1 seed, the three arms (~11 min
+                                                      # on 2 idle cores; docs/benchmarks adds --seeds 0 1 2, ~32 min)
     .venv/bin/python bench/radiomics_ablation.py --device cuda --threads 8 --model resnet50 --output-stride 0 \
         --image-size 256 --epochs 40 --folds 5 --seeds 0 1 2      # a real run on a GPU (8x8 grid at 256 px)
     .venv/bin/python bench/radiomics_ablation.py --epochs 1 --folds 2 --max-folds 1 --image-size 64 \
@@ -243,7 +243,7 @@ def _mean_std(values) -> str:
 
 
 def report(results: list[dict], args, data: Data, seconds: float, command: str) -> str:
-    arms = [arm for arm in ARMS if arm in args.arms]
+    arms = list(args.arms)  # in ARMS order, the baseline first
     runs = {arm: [r for r in results if r["arm"] == arm] for arm in arms}
     base, others = arms[0], arms[1:]  # every difference is an arm minus the first (the baseline)
     n_runs = len(runs[base])
