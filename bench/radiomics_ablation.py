@@ -55,7 +55,7 @@ from vlp import VLPConfig, VLPModel  # noqa: E402
 from vlp.evaluation.classification import per_label_auroc  # noqa: E402
 from vlp.evaluation.localization import (DEFAULT_IOU_THRESHOLDS, boxes_to_mask, box_to_mask, iou,  # noqa: E402
                                          localization_accuracy)
-from vlp.gradcam import cam_boxes, upsample_cams  # noqa: E402
+from vlp.gradcam import cam_boxes, empty_maps, upsample_cams  # noqa: E402
 
 # NIH spells the box finding "Infiltrate" and the image label "Infiltration"
 BOX_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
@@ -169,7 +169,7 @@ def train(model: VLPModel, data: Data, train_idx: list[int], arm: str, seed: int
 def evaluate(model: VLPModel, data: Data, val_idx: list[int], train_idx: list[int], args, device) -> dict:
     model.eval()
     head = model.radiomics
-    scores, ious, empty_maps, box_areas, whole_ious = [], [], [], [], []
+    scores, ious, empty_cases, box_areas, whole_ious = [], [], [], [], []
     per_finding_iou: dict[str, list[float]] = {f: [] for f in BOX_FINDINGS}
     prior_ious: dict[str, list[float]] = {f: [] for f in BOX_FINDINGS}
     prior = _prior_boxes(data, train_idx)
@@ -189,12 +189,12 @@ def evaluate(model: VLPModel, data: Data, val_idx: list[int], train_idx: list[in
         boxes = cam_boxes(upsample_cams(cams, (size, size)), head.config.cam_threshold, head.config.min_box_size)
         # an all-zero map (every cell's class evidence <= 0) marks no region: a miss (IoU 0) here, not the
         # whole-image box the head falls back to in training (that box would score IoU ~0.1 on large findings)
-        empty = (cams.flatten(1).amax(dim=1) <= 0).tolist()
+        empty = empty_maps(cams).tolist()
         for (i, finding), box, is_empty in zip(cases, boxes, empty):
             truth = boxes_to_mask([bx for f, bx in data.boxes[rows[i]] if f == finding], size, size)
             value = 0.0 if is_empty else iou(box_to_mask(box, size, size), truth)
             ious.append(value)
-            empty_maps.append(is_empty)
+            empty_cases.append(is_empty)
             box_areas.append(0.0 if is_empty else box[2] * box[3] / size ** 2)
             per_finding_iou[finding].append(value)
             prior_ious[finding].append(iou(box_to_mask(prior[finding], size, size), truth))
@@ -207,8 +207,8 @@ def evaluate(model: VLPModel, data: Data, val_idx: list[int], train_idx: list[in
                              if v},
         "prior_t_iou": localization_accuracy([v for vs in prior_ious.values() for v in vs], DEFAULT_IOU_THRESHOLDS),
         "whole_t_iou": localization_accuracy(whole_ious, DEFAULT_IOU_THRESHOLDS),
-        "empty_map_fraction": float(np.mean(empty_maps)),
-        "mean_box_area": float(np.mean([a for a, e in zip(box_areas, empty_maps) if not e] or [math.nan])),
+        "empty_map_fraction": float(np.mean(empty_cases)),
+        "mean_box_area": float(np.mean([a for a, e in zip(box_areas, empty_cases) if not e] or [math.nan])),
         "cases": len(ious),
     }
 

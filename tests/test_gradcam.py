@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vlp.gradcam import boxes_to_masks, cam_boxes, grad_cam, grad_cam_from_gradients, upsample_cams
+from vlp.gradcam import boxes_to_masks, cam_boxes, empty_maps, grad_cam, grad_cam_from_gradients, upsample_cams
 
 
 def test_formula_on_a_hand_made_case():
@@ -88,6 +88,7 @@ def test_box_of_the_largest_region_min_size_and_fallback():
     assert boxes[0] == (12.0, 10.0, 13.0, 8.0)
     assert boxes[1] == (5.0, 3.0, 4.0, 4.0)
     assert boxes[2] == (0.0, 0.0, 30.0, 20.0)  # a constant map marks nothing: the whole image
+    assert empty_maps(maps).tolist() == [False, False, True]
 
 
 def _tower_cam(features_bchw: torch.Tensor, linear: nn.Linear, target: int) -> np.ndarray:

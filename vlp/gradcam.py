@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .evaluation.localization import Box, box_to_mask, largest_component_box
 
-__all__ = ["grad_cam", "grad_cam_from_gradients", "upsample_cams", "cam_boxes", "boxes_to_masks"]
+__all__ = ["grad_cam", "grad_cam_from_gradients", "empty_maps", "upsample_cams", "cam_boxes", "boxes_to_masks"]
 
 
 def grad_cam_from_gradients(regions: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -65,6 +65,12 @@ def grad_cam(regions: torch.Tensor, grid: tuple[int, int], classify: Callable[[t
         scores = logits.gather(1, index.to(logits.device)).sum()
         (gradients,) = torch.autograd.grad(scores, leaf)
     return grad_cam_from_gradients(leaf.detach(), gradients, grid)
+
+
+def empty_maps(cams: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: the maps ``(B, h, w)`` that are zero everywhere (no cell with positive evidence for the
+    class), which mark no region."""
+    return cams.flatten(1).amax(dim=1) <= 0
 
 
 def upsample_cams(cams: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlp.gradcam import boxes_to_masks, cam_boxes, grad_cam, upsample_cams
+from vlp.gradcam import boxes_to_masks, cam_boxes, empty_maps, grad_cam, upsample_cams
 from vlp.losses.ntxent import NEGATIVES, nt_xent_loss
 
 __all__ = ["EMPTY_CAM", "LOSS_NAMES", "NIH_FINDINGS", "RadiomicsEncoder", "RadiomicsHead", "RadiomicsHeadConfig",
@@ -289,7 +289,7 @@ class RadiomicsHead(nn.Module):
         out.class_logits = logits
         targets = explain_targets(logits, labels, cfg.explain)
         out.cams = self.explain(regions, grid, targets)
-        out.empty_cams = out.cams.flatten(1).amax(dim=1) <= 0
+        out.empty_cams = empty_maps(out.cams)
         # the pairs that enter the NT-Xent (and fit the standardiser): all, or those whose map marks a region
         paired = ~out.empty_cams if cfg.empty_cam == "skip" else torch.ones_like(out.empty_cams)
         contrastive_on = cfg.weights["radiomics_contrastive"] != 0.0
