@@ -207,7 +207,7 @@ def grid_similarities(model: VLPModel, processor: VLPProcessor, pairs: list[Pair
     """
     model.eval()
     device = next(model.parameters()).device
-    lovt = model.lovt is not None
+    lovt = model.config.has_head("lovt")
     out: dict[str, list[torch.Tensor]] = defaultdict(list)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
@@ -215,11 +215,12 @@ def grid_similarities(model: VLPModel, processor: VLPProcessor, pairs: list[Pair
                           padding=True, return_sentence_ids=lovt).to(device)
         features = model.image_tower(batch["pixel_values"])
         h, w = features.grid
-        text_embeds, text_features = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        text = model.encode_texts(batch["input_ids"], batch["attention_mask"])
+        text_embeds = text.embeds
         if lovt:
             sentence_ids = batch["sentence_ids"].masked_fill(batch["attention_mask"] == 0, -1)
-            local = model.lovt(features.regions, grid_positions(h, w, device), text_features.tokens,
-                               sentence_ids, return_loss=False)
+            local = model.lovt.align(features.regions, grid_positions(h, w, device), text.features.tokens,
+                                     sentence_ids, return_loss=False)
             regions = F.normalize(local.region_embeds, dim=-1)  # (B, R, D)
             sentences = F.normalize(local.sentence_embeds, dim=-1) * local.sentence_mask.unsqueeze(-1)
             query = F.normalize(sentences.sum(1) / local.sentence_mask.sum(1, keepdim=True), dim=-1)

@@ -101,11 +101,11 @@ def build_model(arm: str, args) -> VLPModel:
     config = VLPConfig(
         image_tower={"model_name": args.model, "image_size": args.image_size, "in_chans": 1,
                      "model_kwargs": {"output_stride": args.output_stride} if args.output_stride else {}},
-        text_tower=TEXT_TOWER, projection_dim=128, heads=["radiomics"],
-        radiomics={"label_names": LABELS, "cam_threshold": args.cam_threshold, "encoder_hidden_dim": 256,
-                   "empty_cam": "skip" if arm == "radiomics_skip" else "image",
-                   "weights": {"radiomics_classification": 1.0,
-                               "radiomics_contrastive": 0.0 if arm == "baseline" else args.radiomics_weight}},
+        text_tower=TEXT_TOWER, projection_dim=128,
+        heads={"radiomics": {"label_names": LABELS, "cam_threshold": args.cam_threshold, "encoder_hidden_dim": 256,
+                             "empty_cam": "skip" if arm == "radiomics_skip" else "image"}},
+        loss={"weights": {"radiomics/classification": 1.0,
+                          "radiomics/contrastive": 0.0 if arm == "baseline" else args.radiomics_weight}},
     )
     return VLPModel(config)
 
@@ -318,9 +318,9 @@ def report(results: list[dict], args, data: Data, seconds: float, command: str) 
               "T(0.1) | T(0.3) | T(0.5) |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["fold"], r["seed"], arms.index(r["arm"]))):
-        nt = r["final_losses"].get("radiomics_contrastive")
+        nt = r["final_losses"].get("radiomics/contrastive")
         lines.append(f"| {r['fold']} | {r['seed']} | {r['arm']} | {r['train_seconds']:.0f} | "
-                     f"{r['final_losses']['radiomics_classification']:.3f} | {'-' if nt is None else f'{nt:.3f}'} | "
+                     f"{r['final_losses']['radiomics/classification']:.3f} | {'-' if nt is None else f'{nt:.3f}'} | "
                      f"{r['train_empty_cams']:.2f} | {mean_auroc(r):.3f} | {r['t_iou'][0.1]:.3f} | "
                      f"{r['t_iou'][0.3]:.3f} | {r['t_iou'][0.5]:.3f} |")
     base_s = np.mean([r["train_seconds"] for r in runs[base]])

@@ -28,13 +28,15 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from vlp import FeatureCache, create_model_and_processor
-from vlp.configuration import Head
+from vlp.configuration import HeadInput, normalize_heads
+from vlp.factory import load_preset, merge
+from vlp.registry import head_class, load_plugins
 from vlp.training.collate import SkipCounter, VLPCollator
 from vlp.training.config import PretrainConfig
-from vlp.training.data import build_train_dataset
+from vlp.training.data import build_train_dataset, model_config_for_data
 
 logger = get_logger("vlp.pretrain")
-MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "sentence_ids", "labels", "raw_images")
+MODEL_INPUTS = (*(i.value for i in HeadInput), "attention_mask")  # the batch keys VLPModel.forward takes
 
 
 def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
@@ -42,6 +44,9 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--config", help="YAML file with model/data/train/output_dir sections")
     p.add_argument("--preset", help="model preset name or JSON file (model.preset)")
     p.add_argument("--heads", help="comma-separated heads to enable, e.g. lovt (model.config.heads)")
+    p.add_argument("--plugin", action="append", dest="plugins",
+                   help="a module name or .py file to import first: heads of your own, registered with "
+                        "@vlp.register_head (model.plugins; repeatable)")
     p.add_argument("--output-dir")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--train-data", help="manifest: JSONL/CSV/Parquet or a saved datasets folder (data.train)")
@@ -87,6 +92,8 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
         config.output_dir = args.output_dir
     if args.heads is not None:
         config.model.config["heads"] = [h for h in args.heads.split(",") if h]
+    if args.plugins:
+        config.model.plugins = [*config.model.plugins, *args.plugins]
     return config, args
 
 
@@ -149,16 +156,31 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in MODEL_INPUTS if k in batch}
 
 
+def exclude_idle_parameters(model, with_text: bool) -> list[str]:
+    """Freeze the parameters this configuration never trains (`VLPModel.idle_parameters`): left out of the
+    optimizer and of DistributedDataParallel's gradient reduction, which would otherwise wait for them."""
+    idle = model.idle_parameters(with_text=with_text)
+    named = dict(model.named_parameters())
+    for name in idle:
+        named[name].requires_grad_(False)
+    return idle
+
+
 def main(argv=None) -> int:
     config, args = parse_args(argv)
+    load_plugins(config.model.plugins)
     train = config.train
     output_dir = Path(config.output_dir)
+    # the model's configuration (its heads) decides what the run needs, so it is resolved before the Accelerator
+    model_values = merge(load_preset(config.model.preset), config.model.config)
+    dynamic = any(getattr(head_class(name), "data_dependent_graph", False)
+                  for name in normalize_heads(model_values.get("heads")))
     accelerator = Accelerator(
         cpu=not has_accelerator_device(),  # without it, several CPU processes would not form a gloo group
         mixed_precision=train.mixed_precision, log_with="tensorboard", project_dir=str(output_dir / "logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        # image-only training leaves the text tower idle; DistributedDataParallel must be told so
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.data.text_column is None)])
+        # idle parameters are frozen below; a head whose steps leave parameters without gradient asks DDP to look
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=dynamic)])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         stream=sys.stdout)
     set_seed(train.seed)
@@ -171,13 +193,14 @@ def main(argv=None) -> int:
         dataset = build_train_dataset(config.data, strict=config.data.strict, rank=accelerator.process_index,
                                       world_size=accelerator.num_processes)
     streaming = isinstance(dataset, torch.utils.data.IterableDataset)
-    model_overrides = with_data_label_names(config.model.config, dataset.label_names)
-    model, processor = create_model_and_processor(config.model.preset, **model_overrides)
+    model, processor = create_model_and_processor(model_config_for_data(model_values, dataset.label_names))
     if train.grad_checkpointing:
         model.gradient_checkpointing_enable()
-    heads = model.config.heads
-    collator = VLPCollator(processor, return_sentence_ids=Head.LOVT in heads,
-                           return_raw_images=Head.RADIOMICS in heads)
+    idle = exclude_idle_parameters(model, with_text=config.data.text_column is not None)
+    if idle:
+        logger.info("%d parameters are idle in this configuration and not trained: %s", len(idle),
+                    ", ".join(idle[:8]) + (", ..." if len(idle) > 8 else ""), main_process_only=True)
+    collator = VLPCollator(processor, inputs=frozenset(model.batch_inputs()))
     # a streaming dataset deals rows to ranks and workers itself, so its loader is not sharded by Accelerate
     loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=not streaming, drop_last=True,
                         num_workers=config.data.num_workers, collate_fn=collator,
@@ -210,7 +233,7 @@ def main(argv=None) -> int:
     progress = tqdm(total=train.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc="pretrain")
     skips = SkipCounter()
-    running: dict[str, list[float]] = {}  # each logged term's values since the last log
+    running: dict[str, list[torch.Tensor]] = {}  # each logged value since the last log (synced when logged)
     micro: list[dict] = []
     while state["step"] < train.max_steps:
         if streaming:
@@ -238,7 +261,7 @@ def main(argv=None) -> int:
                 running.setdefault(name, []).append(value)
             if state["step"] % train.log_every == 0 or state["step"] == train.max_steps:
                 # means over the steps of this window: shorter than log_every at the end or after a resume
-                logs = {f"train/{k}": sum(v) / len(v) for k, v in running.items()}
+                logs = {f"train/{k}": float(torch.stack(v).float().mean()) for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
                 logs["train/logit_scale"] = float(unwrapped.scale().detach())
                 logs["train/skipped_rows"] = len(skips.seen)
@@ -274,12 +297,14 @@ def main(argv=None) -> int:
 def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[dict], max_grad_norm) -> dict:
     """One optimizer step over `len(micro)` micro-batches. With several micro-batches and paired text, the global
     loss of each sees the cached embeddings of all the others as negatives (open_clip's `--accum-freq`); per-sample
-    terms are averaged over the micro-batches."""
+    terms are averaged over the micro-batches. Returns the step's unweighted terms, its weighted `loss` and the
+    heads' logged values, as detached tensors (no host sync)."""
     k = len(micro)
-    logged: dict[str, float] = {}
-    empty_cams = 0.0 if unwrapped.radiomics is not None else None
+    weights = unwrapped.config.loss_weights()
+    logged: dict[str, torch.Tensor] = {}
     cache = None
-    if k > 1 and all("input_ids" in b for b in micro):
+    paired = k > 1 and all("input_ids" in b for b in micro)
+    if paired:
         with torch.no_grad(), accelerator.autocast():
             images = torch.cat([unwrapped.get_image_features(b["pixel_values"]) for b in micro])
             texts = torch.cat([unwrapped.get_text_features(b["input_ids"], b["attention_mask"], b.get("sentence_ids"))
@@ -289,46 +314,22 @@ def train_step(accelerator, model, unwrapped, optimizer, scheduler, micro: list[
             starts.append(starts[-1] + b["pixel_values"].shape[0])
     for j, batch in enumerate(micro):
         sync = contextlib.nullcontext() if j == k - 1 else accelerator.no_sync(model)
-        if k > 1 and all("input_ids" in b for b in micro):
+        if paired:
             cache = FeatureCache(images, texts, starts[j], num_chunks=k)
         with sync, accelerator.autocast():
             out = model(**model_inputs(batch), return_loss=True, feature_cache=cache)
-            loss = sum(unwrapped.loss_weight(name) * value * (1.0 if cache is not None and name.startswith("global_")
-                                                              else 1.0 / k)
+            loss = sum(weights[name] * value * (1.0 if cache is not None and name.startswith("global_") else 1.0 / k)
                        for name, value in out.losses.items())
             accelerator.backward(loss)
-        for name, value in out.losses.items():
-            logged[name] = logged.get(name, 0.0) + float(value.detach()) / k
-        if out.empty_cams is not None:  # radiomics head: the share of all-zero Grad-CAM maps (no region)
-            empty_cams += float(out.empty_cams.float().mean()) / k
-    logged["loss"] = sum(unwrapped.loss_weight(name) * value for name, value in logged.items())
-    if empty_cams is not None:
-        logged["radiomics_empty_cams"] = empty_cams
+        for name, value in {**out.losses, **out.logs}.items():
+            logged[name] = logged.get(name, 0.0) + value.detach().float() / k
+    logged["loss"] = sum(weights[name] * logged[name] for name in weights if name in logged)
     if max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return logged
-
-
-def with_data_label_names(overrides: dict, label_names: list[str] | None) -> dict:
-    """Model overrides with the radiomics head's findings taken from the data's label columns when the config does
-    not name them; a config that names other findings than the data has is an error (the classifier's outputs
-    must line up with the label columns)."""
-    if Head.RADIOMICS.value not in [str(getattr(h, "value", h)) for h in overrides.get("heads", [])]:
-        return overrides
-    head = dict(overrides.get("radiomics") or {})
-    if label_names is None:
-        if "label_names" not in head:
-            raise ValueError("the radiomics head needs labels: set data.labels_column (--labels-column) to the "
-                             "manifest's labels, or name the findings in model.config.radiomics.label_names")
-        return overrides
-    if "label_names" in head and list(head["label_names"]) != list(label_names):
-        raise ValueError(f"model.config.radiomics.label_names {list(head['label_names'])} differ from the data's "
-                         f"label columns {list(label_names)}; remove them from the config to use the data's")
-    head["label_names"] = list(label_names)
-    return {**overrides, "radiomics": head}
 
 
 def _until_any_rank_ends(accelerator: Accelerator, batches):

@@ -5,10 +5,11 @@ checkpoint loads with `AutoModel.from_pretrained(dir)` without `trust_remote_cod
 """
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
 
-from .configuration import ContrastiveKind, Head, ImageTowerConfig, LossConfig, TextTowerConfig, VLPConfig
+from .configuration import ContrastiveKind, HeadInput, ImageTowerConfig, LossConfig, TextTowerConfig, VLPConfig
 from .factory import available_presets, create_model_and_processor, create_processor
-from .modeling import FeatureCache, VLPModel, VLPOutput
+from .modeling import FeatureCache, HeadInputs, HeadOutput, TowerDims, VLPHead, VLPModel, VLPOutput
 from .processing import PixelRangeWarning, VLPImageProcessor, VLPProcessor
+from .registry import register_head, registered_heads
 from .zeroshot import ZeroShotClassifier
 
 __version__ = "0.1.0"
@@ -19,7 +20,8 @@ AutoImageProcessor.register(VLPConfig, image_processor_classes={"pil": VLPImageP
 AutoProcessor.register(VLPConfig, VLPProcessor, exist_ok=True)
 
 __all__ = [
-    "VLPConfig", "ImageTowerConfig", "TextTowerConfig", "LossConfig", "Head", "ContrastiveKind",
+    "VLPConfig", "ImageTowerConfig", "TextTowerConfig", "LossConfig", "ContrastiveKind",
     "VLPModel", "VLPOutput", "FeatureCache", "VLPProcessor", "VLPImageProcessor", "PixelRangeWarning",
     "create_model_and_processor", "create_processor", "available_presets", "ZeroShotClassifier",
+    "register_head", "registered_heads", "VLPHead", "HeadInput", "HeadInputs", "HeadOutput", "TowerDims",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from .configuration import VLPConfig
+from .configuration import HeadInput, VLPConfig
 from .modeling.model import VLPModel
 from .modeling.towers import TowerUnavailableError, _downloads_allowed, _offline
 from .paths import resolve_location
@@ -26,8 +26,10 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-def load_preset(preset: str | Path) -> dict[str, Any]:
-    """The config dict of a named preset or of a JSON/YAML file."""
+def load_preset(preset: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The config dict of a named preset, of a JSON/YAML file, or a copy of a dict given as is."""
+    if isinstance(preset, dict):
+        return copy.deepcopy(preset)
     path = Path(preset)
     if not path.is_file():
         path = PRESET_DIR / f"{preset}.json"
@@ -79,12 +81,22 @@ def create_processor(config: VLPConfig) -> VLPProcessor:
     image = config.image_tower
     image_processor = VLPImageProcessor(image_size=image.image_size, num_channels=image.in_chans,
                                         image_mean=image.image_mean, image_std=image.image_std)
-    return VLPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = VLPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return configure_processor(processor, config)
 
 
-def create_model_and_processor(preset: str | Path = "tiny", load_pretrained: bool = True,
+def configure_processor(processor: VLPProcessor, config: VLPConfig) -> VLPProcessor:
+    """Make `processor` return by default the inputs the heads of `config` need (sentence ids, raw images)."""
+    needs = config.head_inputs()
+    processor.return_sentence_ids = HeadInput.SENTENCE_IDS in needs
+    processor.return_raw_images = HeadInput.RAW_IMAGES in needs
+    return processor
+
+
+def create_model_and_processor(preset: str | Path | dict[str, Any] = "tiny", load_pretrained: bool = True,
                                **overrides: Any) -> tuple[VLPModel, VLPProcessor]:
-    """Build `VLPModel` and `VLPProcessor` from a preset, with config keys overridden by keyword.
+    """Build `VLPModel` and `VLPProcessor` from a preset (a name, a JSON/YAML file or a config dict), with config
+    keys overridden by keyword.
 
     Example: `create_model_and_processor("tiny", heads=["lovt"], image_tower={"image_size": 96})`.
     `load_pretrained` loads the towers' pretrained weights where the preset names them.

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from .configuration import HeadInput
 from .processing import Geometry, to_unit_float
 
 
@@ -42,7 +43,8 @@ def grid_to_image(grid_map: torch.Tensor | np.ndarray, geometry: Geometry, smoot
 
 @torch.no_grad()
 def region_similarities(model, processor, image, text: str) -> tuple[torch.Tensor, Geometry]:
-    """(h, w) cosine similarity of `text` with each region of `image`, and the processor's geometry."""
+    """(h, w) similarity of `text` with each region of `image` (`VLPModel.region_text_similarity`: the space of a
+    head that grounds text, such as LoVT's local space, else the global one), and the processor's geometry."""
     was_training = model.training
     model.eval()
     try:
@@ -50,18 +52,9 @@ def region_similarities(model, processor, image, text: str) -> tuple[torch.Tenso
         unit = to_unit_float(image)
         geometry = processor.image_processor.geometry(*unit.shape)
         batch = processor(text=[text], images=[unit], return_tensors="pt", padding=True,
-                          return_sentence_ids=model.lovt is not None).to(device)
-        image_features = model.image_tower(batch["pixel_values"])
-        h, w = image_features.grid
-        if model.lovt is not None:
-            out = model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "sentence_ids")})
-            regions = F.normalize(out.region_embeds[0], dim=-1)
-            sentences = out.sentence_embeds[0][out.sentence_mask[0]]
-            query = F.normalize(F.normalize(sentences, dim=-1).mean(0), dim=-1)
-        else:
-            regions = F.normalize(model.image_projection(image_features.regions[0]), dim=-1)
-            query = model.get_text_features(batch["input_ids"], batch["attention_mask"])[0]
-        sims = (regions @ query).view(h, w).float().cpu()
+                          return_sentence_ids=HeadInput.SENTENCE_IDS in model.batch_inputs()).to(device)
+        sims = model.region_text_similarity(batch["pixel_values"], batch["input_ids"], batch["attention_mask"],
+                                            batch.get("sentence_ids"))[0].float().cpu()
     finally:
         model.train(was_training)
     return sims, geometry

@@ -161,18 +161,28 @@ class VLPImageProcessor(BaseImageProcessor):
 class VLPProcessor(ProcessorMixin):
     """Image processor + tokenizer. `processor(text=[...], images=[...], return_tensors="pt", padding=True)`.
 
-    With `return_sentence_ids=True` it also returns `sentence_ids` (B, T): the index of the sentence each token
-    belongs to (-1 for special and padding tokens), for the LoVT head.
+    With `return_sentence_ids` it also returns `sentence_ids` (B, T): the index of the sentence each token
+    belongs to (-1 for special and padding tokens), for the LoVT head; with `return_raw_images` the unnormalised
+    [0, 1] images (B, S, S), for the radiomics head. Their defaults are the processor's own settings, which
+    `create_processor` takes from the model's heads and `save_pretrained` stores, so a processor saved with a
+    model returns by default what the model's heads need.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+    def __init__(self, image_processor=None, tokenizer=None, return_sentence_ids=False, return_raw_images=False,
+                 **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
+        self.return_sentence_ids = bool(return_sentence_ids)
+        self.return_raw_images = bool(return_raw_images)
 
     def __call__(self, text=None, images=None, return_tensors: str | None = "pt", padding=True,
-                 truncation: bool = True, max_length: int | None = None, return_sentence_ids: bool = False,
-                 return_raw_images: bool = False, **kwargs) -> BatchFeature:
+                 truncation: bool = True, max_length: int | None = None, return_sentence_ids: bool | None = None,
+                 return_raw_images: bool | None = None, **kwargs) -> BatchFeature:
         if text is None and images is None:
             raise ValueError("give text, images or both")
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)} to VLPProcessor")
+        return_sentence_ids = self.return_sentence_ids if return_sentence_ids is None else return_sentence_ids
+        return_raw_images = self.return_raw_images if return_raw_images is None else return_raw_images
         data = {}
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)

@@ -6,10 +6,19 @@ import json
 import pytest
 import torch
 
+from vlp import VLPConfig
 from vlp.losses.local import local_intra_sample_contrastive_loss, spatial_positive_weights
+from vlp.modeling.heads.base import TowerDims
 from vlp.modeling.heads.lovt import LOSS_NAMES, LoVTConfig, LoVTHead, grid_positions, pool_sentences
 
 REGION_DIM, TOKEN_DIM, H, W = 32, 24, 3, 4
+DIMS = TowerDims(region_dim=REGION_DIM, token_dim=TOKEN_DIM, embed_dim=8)
+
+
+def lovt_loss(out, weights=None):
+    """The head's terms weighted as the model weights them (LoVT's 0.375 each unless given)."""
+    weights = weights or dict.fromkeys(LOSS_NAMES, 0.375)
+    return sum(weights[name] * value for name, value in out.losses.items())
 
 
 def small_config(**overrides) -> LoVTConfig:
@@ -29,9 +38,9 @@ def make_batch(seed: int = 0):
 
 def test_output_shapes_and_attention_rows():
     torch.manual_seed(0)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM)
+    head = LoVTHead(small_config(), DIMS)
     regions, tokens, sentence_ids = make_batch()
-    out = head(regions, grid_positions(H, W), tokens, sentence_ids)
+    out = head.align(regions, grid_positions(H, W), tokens, sentence_ids)
     R, S, D = H * W, 3, 16
     assert out.region_embeds.shape == (3, R, D) and out.region_attended_embeds.shape == (3, R, D)
     assert out.sentence_embeds.shape == (3, S, D) and out.sentence_attended_embeds.shape == (3, S, D)
@@ -60,10 +69,10 @@ def test_output_shapes_and_attention_rows():
 def test_loss_equals_pure_function_on_output_fields():
     torch.manual_seed(1)
     config = small_config()
-    head = LoVTHead(config, REGION_DIM, TOKEN_DIM)
+    head = LoVTHead(config, DIMS)
     regions, tokens, sentence_ids = make_batch(1)
     positions = grid_positions(H, W)
-    out = head(regions, positions, tokens, sentence_ids)
+    out = head.align(regions, positions, tokens, sentence_ids)
     has_sentences = out.sentence_mask.any(-1)
     region_terms = local_intra_sample_contrastive_loss(
         out.region_embeds, out.region_attended_embeds, weights=out.region_weights, temperature=0.3,
@@ -73,8 +82,6 @@ def test_loss_equals_pure_function_on_output_fields():
         temperature=0.3)
     for name, expected in zip(LOSS_NAMES, (*region_terms, *sentence_terms)):
         torch.testing.assert_close(out.losses[name], expected)
-    torch.testing.assert_close(out.loss, 0.375 * sum(out.losses.values()))
-    torch.testing.assert_close(head.weighted_loss(out.losses), out.loss)
 
 
 def test_pool_sentences_matches_loop():
@@ -99,25 +106,25 @@ def test_pool_sentences_matches_loop():
 
 def test_empty_report_is_masked_out_of_all_terms():
     torch.manual_seed(3)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).eval()  # running stats: samples are independent
+    head = LoVTHead(small_config(), DIMS).eval()  # running stats: samples are independent
     regions, tokens, sentence_ids = make_batch(3)
     positions = grid_positions(H, W)
     with torch.no_grad():
-        full = head(regions, positions, tokens, sentence_ids)
-        without_empty = head(regions[:2], positions, tokens[:2], sentence_ids[:2])
+        full = head.align(regions, positions, tokens, sentence_ids)
+        without_empty = head.align(regions[:2], positions, tokens[:2], sentence_ids[:2])
     for name in LOSS_NAMES:
         torch.testing.assert_close(full.losses[name], without_empty.losses[name])
 
 
 def test_gradients_reach_inputs_but_not_pooling_weights():
     torch.manual_seed(4)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).train()
+    head = LoVTHead(small_config(), DIMS).train()
     regions, tokens, sentence_ids = make_batch(4)
     regions.requires_grad_(True)
     tokens.requires_grad_(True)
-    out = head(regions, grid_positions(H, W), tokens, sentence_ids)
+    out = head.align(regions, grid_positions(H, W), tokens, sentence_ids)
     assert not out.region_weights.requires_grad and not out.sentence_weights.requires_grad
-    out.loss.backward()
+    lovt_loss(out).backward()
     assert torch.isfinite(regions.grad).all() and regions.grad[:2].abs().sum() > 0
     assert torch.isfinite(tokens.grad).all() and tokens.grad[:2].abs().sum() > 0
     assert tokens.grad[2].abs().sum() == 0  # the empty report has no tokens in any sentence
@@ -128,55 +135,62 @@ def test_gradients_reach_inputs_but_not_pooling_weights():
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
 
 
-def test_uniform_weighting_and_config_weights():
+def test_uniform_weighting():
     torch.manual_seed(5)
-    config = small_config(element_weighting="uniform", weights={"local_region_to_attended": 1.0,
-                                                                 "local_attended_to_sentence": 0.0})
-    assert config.weights == {"local_region_to_attended": 1.0, "local_attended_to_region": 0.375,
-                              "local_sentence_to_attended": 0.375, "local_attended_to_sentence": 0.0}
-    head = LoVTHead(config, REGION_DIM, TOKEN_DIM)
+    head = LoVTHead(small_config(element_weighting="uniform"), DIMS)
     regions, tokens, sentence_ids = make_batch(5)
-    out = head(regions, grid_positions(H, W), tokens, sentence_ids)
+    out = head.align(regions, grid_positions(H, W), tokens, sentence_ids)
     expected = local_intra_sample_contrastive_loss(
         out.sentence_embeds, out.sentence_attended_embeds, mask=out.sentence_mask, temperature=0.3)
     torch.testing.assert_close(out.losses["local_sentence_to_attended"], expected[0])
-    torch.testing.assert_close(out.loss, sum(config.weights[k] * v for k, v in out.losses.items()))
+
+
+def test_loss_weights_live_in_the_model_config_and_merge_with_lovts():
+    """A partial `loss.weights` changes only the terms it names; bare (vlp 0.1) names are qualified."""
+    config = VLPConfig(heads={"lovt": {}}, loss={"weights": {"lovt/local_region_to_attended": 1.0,
+                                                             "local_attended_to_sentence": 0.0}})
+    assert config.head_loss_weights("lovt") == {"local_region_to_attended": 1.0, "local_attended_to_region": 0.375,
+                                                "local_sentence_to_attended": 0.375, "local_attended_to_sentence": 0.0}
+    assert config.loss_weights()["global_image_to_text"] == 0.5
+    with pytest.raises(ValueError, match="lovt/local_regin_to_attended"):
+        VLPConfig(heads=["lovt"], loss={"weights": {"lovt/local_regin_to_attended": 1.0}})
 
 
 def test_all_reports_empty_and_single_sentence_batch_are_finite():
     torch.manual_seed(6)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).train()
+    head = LoVTHead(small_config(), DIMS).train()
     regions = torch.randn(2, H * W, REGION_DIM, requires_grad=True)
     tokens = torch.randn(2, 5, TOKEN_DIM)
     for sentence_ids in (torch.full((2, 5), -1), torch.tensor([[-1, 0, 0, -1, -1], [-1, -1, -1, -1, -1]])):
-        out = head(regions, grid_positions(H, W), tokens, sentence_ids)
-        out.loss.backward()
-        assert torch.isfinite(out.loss) and torch.isfinite(regions.grad).all()
+        out = head.align(regions, grid_positions(H, W), tokens, sentence_ids)
+        loss = lovt_loss(out)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(regions.grad).all()
 
 
 def test_per_sample_positions_and_region_mask():
     torch.manual_seed(7)
-    head = LoVTHead(small_config(norm="layer"), REGION_DIM, TOKEN_DIM)
+    head = LoVTHead(small_config(norm="layer"), DIMS)
     regions, tokens, sentence_ids = make_batch(7)
     positions = grid_positions(H, W)
-    shared = head(regions, positions, tokens, sentence_ids)
-    per_sample = head(regions, positions.expand(3, -1, -1), tokens, sentence_ids)
-    torch.testing.assert_close(shared.loss, per_sample.loss)
+    shared = head.align(regions, positions, tokens, sentence_ids)
+    per_sample = head.align(regions, positions.expand(3, -1, -1), tokens, sentence_ids)
+    torch.testing.assert_close(lovt_loss(shared), lovt_loss(per_sample))
     region_mask = torch.ones(3, H * W, dtype=torch.bool)
     region_mask[0, -4:] = False
-    masked = head(regions, positions, tokens, sentence_ids, region_mask=region_mask)
+    masked = head.align(regions, positions, tokens, sentence_ids, region_mask=region_mask)
     assert masked.sentence_to_region_attention[0, :, -4:].abs().max() == 0
     assert masked.region_weights[0, -4:].abs().max() == 0
-    assert torch.isfinite(masked.loss)
+    assert torch.isfinite(lovt_loss(masked))
     with pytest.raises(ValueError, match="region_positions"):
-        head(regions, grid_positions(H + 1, W), tokens, sentence_ids)
+        head.align(regions, grid_positions(H + 1, W), tokens, sentence_ids)
 
 
 def test_return_loss_false_gives_no_loss():
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).eval()
+    head = LoVTHead(small_config(), DIMS).eval()
     regions, tokens, sentence_ids = make_batch()
-    out = head(regions, grid_positions(H, W), tokens, sentence_ids, return_loss=False)
-    assert out.loss is None and out.losses is None and out.region_embeds is not None
+    out = head.align(regions, grid_positions(H, W), tokens, sentence_ids, return_loss=False)
+    assert out.losses is None and out.region_embeds is not None
 
 
 def test_config_round_trip_and_errors():
@@ -186,24 +200,24 @@ def test_config_round_trip_and_errors():
     defaults = LoVTConfig()
     assert (defaults.proj_dim, defaults.proj_hidden_dim, defaults.temperature) == (512, 2048, 0.3)
     assert (defaults.spatial_threshold, defaults.spatial_lambda, defaults.pooling_heads) == (0.5, 1.0, 8)
-    assert defaults.weights == {name: 0.375 for name in LOSS_NAMES}
+    assert LoVTHead.default_weights == {name: 0.375 for name in LOSS_NAMES}
     with pytest.raises(ValueError, match="proj_dimm"):
         LoVTConfig.from_dict({"proj_dimm": 3})
-    with pytest.raises(ValueError, match="global_image_to_text"):
-        LoVTConfig(weights={"global_image_to_text": 0.75})
+    with pytest.raises(ValueError, match=r"weights.*valid keys"):
+        LoVTConfig.from_dict({"weights": {"global_image_to_text": 0.75}})
     with pytest.raises(ValueError, match="pooling_heads"):
-        LoVTHead(LoVTConfig(pooling_heads=5), REGION_DIM, TOKEN_DIM)
+        LoVTHead(LoVTConfig(pooling_heads=5), DIMS)
 
 
 def test_head_learns_on_a_fixed_batch():
     # a few optimiser steps on one batch must lower the local loss (the head is trainable end to end)
     torch.manual_seed(8)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).train()
+    head = LoVTHead(small_config(), DIMS).train()
     regions, tokens, sentence_ids = make_batch(8)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        loss = head(regions, grid_positions(H, W), tokens, sentence_ids).loss
+        loss = lovt_loss(head.align(regions, grid_positions(H, W), tokens, sentence_ids))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -213,9 +227,9 @@ def test_head_learns_on_a_fixed_batch():
 
 def test_bfloat16_autocast_keeps_losses_in_float32():
     torch.manual_seed(9)
-    head = LoVTHead(small_config(), REGION_DIM, TOKEN_DIM).train()
+    head = LoVTHead(small_config(), DIMS).train()
     regions, tokens, sentence_ids = make_batch(9)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = head(regions, grid_positions(H, W), tokens.bfloat16(), sentence_ids)
+        out = head.align(regions, grid_positions(H, W), tokens.bfloat16(), sentence_ids)
     assert all(value.dtype == torch.float32 and torch.isfinite(value) for value in out.losses.values())
-    out.loss.backward()
+    lovt_loss(out).backward()

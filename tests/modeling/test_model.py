@@ -96,7 +96,7 @@ def test_unknown_config_keys_are_named():
         VLPConfig(projection_dimm=3)
     with pytest.raises(ValueError, match=r"image_sise.*valid keys"):
         create_model_and_processor("tiny", image_tower={"image_sise": 64})
-    with pytest.raises(ValueError, match="valid heads"):
+    with pytest.raises(ValueError, match="registered heads are: lovt, radiomics"):
         VLPConfig(heads=["lovtt"])
     with pytest.raises(ValueError, match="unknown preset"):
         create_model_and_processor("no-such-preset")

@@ -151,8 +151,8 @@ def test_two_processes_train_both_heads_over_gloo(demo_config, tmp_path):
                      processes=2)
     assert "x 2 processes" in result.stdout + result.stderr
     scalars = _scalars(out)
-    assert any(tag.startswith("train/local_") for tag in scalars), sorted(scalars)
-    assert any("radiomics" in tag for tag in scalars), sorted(scalars)
+    assert any(tag.startswith("train/lovt/local_") for tag in scalars), sorted(scalars)
+    assert any(tag.startswith("train/radiomics/") for tag in scalars), sorted(scalars)
     assert (out / "final" / "model.safetensors").is_file()
 
 
@@ -163,10 +163,10 @@ def test_image_only_radiomics_training_on_two_processes(demo_config, tmp_path):
             "--batch-size", "4", processes=2)
     scalars = _scalars(out)
     assert not any(tag.startswith("train/global_") for tag in scalars), sorted(scalars)
-    assert {"train/radiomics_classification", "train/radiomics_contrastive"} <= set(scalars), sorted(scalars)
+    assert {"train/radiomics/classification", "train/radiomics/contrastive"} <= set(scalars), sorted(scalars)
     # the share of all-zero Grad-CAM maps (images whose radiomics come from no region) is logged beside them
-    assert [step for step, _ in scalars["train/radiomics_empty_cams"]] == [1, 2]
-    assert all(0.0 <= value <= 1.0 for _, value in scalars["train/radiomics_empty_cams"])
+    assert [step for step, _ in scalars["train/radiomics/empty_cams"]] == [1, 2]
+    assert all(0.0 <= value <= 1.0 for _, value in scalars["train/radiomics/empty_cams"])
 
 
 def test_bad_config_key_names_the_key(tmp_path):
@@ -192,14 +192,15 @@ def test_text_column_none_means_images_only():
 
 
 def test_radiomics_head_takes_its_findings_from_the_data():
-    recipe = _recipe_module()
-    overrides = recipe.with_data_label_names({"heads": ["radiomics"]}, ["Cardiomegaly", "Effusion"])
-    assert overrides["radiomics"]["label_names"] == ["Cardiomegaly", "Effusion"]
-    assert recipe.with_data_label_names({"heads": ["lovt"]}, ["A"]) == {"heads": ["lovt"]}
+    from vlp.training.data import model_config_for_data
+
+    values = model_config_for_data({"heads": ["radiomics"]}, ["Cardiomegaly", "Effusion"])
+    assert values["heads"]["radiomics"]["label_names"] == ["Cardiomegaly", "Effusion"]
+    assert model_config_for_data({"heads": ["lovt"]}, ["A"]) == {"heads": {"lovt": {}}}
     with pytest.raises(ValueError, match="differ from the data"):
-        recipe.with_data_label_names({"heads": ["radiomics"], "radiomics": {"label_names": ["B"]}}, ["A"])
+        model_config_for_data({"heads": ["radiomics"], "radiomics": {"label_names": ["B"]}}, ["A"])
     with pytest.raises(ValueError, match="labels-column"):
-        recipe.with_data_label_names({"heads": ["radiomics"]}, None)
+        model_config_for_data({"heads": {"radiomics": None}}, None)
 
 
 def _covid_manifest_with_bad_rows(shared_data: Path, tmp_path: Path) -> Path:
@@ -276,6 +277,6 @@ def test_trains_on_each_adapters_output(adapter, demo_config, tmp_path, request)
     scalars = _scalars(out)
     losses = scalars["train/loss"]
     assert [step for step, _ in losses] == [1, 2] and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
-    terms = {"train/radiomics_classification"} if flags else {"train/global_image_to_text"}
+    terms = {"train/radiomics/classification"} if flags else {"train/global_image_to_text"}
     assert terms <= set(scalars), sorted(scalars)
     assert (out / "final" / "model.safetensors").is_file()

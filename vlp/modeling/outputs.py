@@ -1,4 +1,5 @@
-"""Typed outputs of `VLPModel` (Hugging Face `ModelOutput`s: attribute, key and tuple access)."""
+"""Typed outputs of `VLPModel` (Hugging Face `ModelOutput`s: attribute, key and tuple access) and the encodings
+the towers produce."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +7,34 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
+from .towers import ImageFeatures, TextFeatures
+
+
+@dataclass
+class ImageEncoding:
+    """What the image side produces: the global embedding and the tower's features."""
+
+    embeds: torch.Tensor  # (B, D) L2-normalised global embeddings
+    features: ImageFeatures  # pooled, regions (B, R, C), grid (h, w)
+
+
+@dataclass
+class TextEncoding:
+    """What the text side produces: the global embedding, the tower's features and the token layout."""
+
+    embeds: torch.Tensor  # (B, D) L2-normalised global embeddings
+    features: TextFeatures  # pooled, tokens (B, T, H)
+    attention_mask: torch.Tensor  # (B, T)
+    sentence_ids: torch.Tensor | None = None  # (B, T) sentence of each token, -1 outside sentences and padding
+
 
 @dataclass
 class VLPOutput(ModelOutput):
-    """Everything one forward pass produces. Fields of heads that are not enabled stay None.
+    """Everything one forward pass produces.
 
-    `loss` is the weighted sum of the named, unweighted terms in `losses`.
+    `losses` holds every named, unweighted term (global terms by name, a head's as `<head>/<term>`); `loss` is
+    their sum weighted with `VLPConfig.loss_weights()`. `heads` maps each head that ran to its own output;
+    the fields below `heads` repeat the outputs of the built-in heads for convenience (None when the head is off).
     """
 
     loss: torch.Tensor | None = None
@@ -21,6 +44,8 @@ class VLPOutput(ModelOutput):
     image_embeds: torch.Tensor | None = None  # (B, D) L2-normalised
     text_embeds: torch.Tensor | None = None  # (B, D) L2-normalised
     region_grid: tuple[int, int] | None = None  # (h, w) of the image tower's regions
+    heads: dict[str, ModelOutput] | None = None  # head name -> its output (`HeadOutput` subclasses)
+    logs: dict[str, torch.Tensor] | None = None  # detached values to log, `<head>/<name>`
     # LoVT head
     region_embeds: torch.Tensor | None = None  # (B, R, D_local)
     sentence_embeds: torch.Tensor | None = None  # (B, S, D_local)

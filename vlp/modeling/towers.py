@@ -24,7 +24,7 @@ class TowerUnavailableError(OSError):
 
 @dataclass
 class ImageFeatures:
-    pooled: torch.Tensor  # (B, C) the tower's own global pooling
+    pooled: torch.Tensor | None  # (B, C) the tower's own global pooling (None when it was not asked for)
     regions: torch.Tensor  # (B, R, C) feature-map cells (CNN) or patch tokens (ViT), row-major over `grid`
     grid: tuple[int, int]  # (h, w) with h * w == R
 
@@ -41,19 +41,59 @@ class ImageTower(nn.Module):
     def __init__(self, config: ImageTowerConfig):
         super().__init__()
         self.config = config
-        kwargs = dict(pretrained=False, num_classes=0, in_chans=config.in_chans, **config.model_kwargs)
-        try:  # transformer families need the input size at construction; CNNs do not take it
-            self.model = timm.create_model(config.model_name, img_size=config.image_size, **kwargs)
-        except TypeError:
-            self.model = timm.create_model(config.model_name, **kwargs)
-        except RuntimeError as err:  # unknown model name
-            raise ValueError(f"image_tower.model_name={config.model_name!r}: {err}") from None
+        self.model = self._build()
         self.is_vit = hasattr(self.model, "patch_embed")
         self.num_features = self.model.num_features
 
-    def forward(self, pixel_values: torch.Tensor) -> ImageFeatures:
+    def _build(self) -> nn.Module:
+        config = self.config
+        kwargs = dict(pretrained=False, num_classes=0, in_chans=config.in_chans, **config.model_kwargs)
+        try:  # transformer families need the input size at construction; CNNs do not take it
+            return timm.create_model(config.model_name, img_size=config.image_size, **kwargs)
+        except TypeError:
+            return timm.create_model(config.model_name, **kwargs)
+        except RuntimeError as err:  # unknown model name
+            raise ValueError(f"image_tower.model_name={config.model_name!r}: {err}") from None
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """timm's own initialisation: a freshly built copy of the model gives every tensor that no checkpoint
+        filled (`transformers.initialization.copy_` leaves the loaded ones, which carry its flag, alone)."""
+        from transformers import initialization as init
+
+        fresh = self._build()
+        fresh_tensors = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
+        for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            init.copy_(tensor, fresh_tensors[name].to(tensor.dtype))
+
+    def pooling_parameter_names(self) -> set[str]:
+        """Names (relative to the tower) of the parameters used only by the tower's own global pooling
+        (`forward_head`: a ConvNeXt's head norm, a ViT's `fc_norm` or attention pool); found by differentiating
+        a pooled feature with respect to every parameter on a one-image probe."""
+        size = self.config.image_size
+        params = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if not params:
+            return set()
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                device = params[0][1].device
+                probe = torch.zeros(1, self.config.in_chans, size, size, device=device)
+                feats = self.model.forward_features(probe).detach()
+                pooled = self.model.forward_head(feats, pre_logits=True)
+                if not pooled.requires_grad:  # parameter-free pooling (a ResNet's average pool)
+                    return set()
+                grads = torch.autograd.grad(pooled.float().sum(), [p for _, p in params], allow_unused=True)
+        finally:
+            self.train(was_training)
+        return {name for (name, _), grad in zip(params, grads) if grad is not None}
+
+    def forward(self, pixel_values: torch.Tensor, pool: bool = True) -> ImageFeatures:
+        """Regions, and with `pool` the tower's own pooled feature (a head that pools the regions itself leaves
+        it out, and with it the tower's pooling parameters)."""
         feats = self.model.forward_features(pixel_values)
-        pooled = self.model.forward_head(feats, pre_logits=True)
+        pooled = self.model.forward_head(feats, pre_logits=True) if pool else None
         if self.is_vit:
             prefix = getattr(self.model, "num_prefix_tokens", 0)
             regions = feats[:, prefix:]
@@ -96,9 +136,15 @@ class TextTower(nn.Module):
         super().__init__()
         self.config = config
         hf_config = resolve_text_config(config)
-        self.model = AutoModel.from_config(hf_config, add_pooling_layer=False) \
-            if hf_config.model_type == "bert" else AutoModel.from_config(hf_config)
+        try:  # the tower reads the last hidden states: no pooler where the model class lets it go
+            self.model = AutoModel.from_config(hf_config, add_pooling_layer=False)
+        except TypeError:
+            self.model = AutoModel.from_config(hf_config)
         self.hidden_size = hf_config.hidden_size
+
+    def idle_parameter_names(self) -> set[str]:
+        """Names (relative to the tower) of parameters its forward never uses: a pooler the model class keeps."""
+        return {f"model.{name}" for name, _ in self.model.named_parameters() if name.startswith("pooler.")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
         tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

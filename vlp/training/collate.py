@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..configuration import HeadInput
 from ..processing import VLPProcessor
 
 
@@ -16,12 +17,12 @@ class VLPCollator:
 
     Items are dicts with `image` (float (H, W) in [0, 1]), `text` (str or None), optional `labels`; an item with
     a `skip` key is a bad row: it is left out of the batch and reported in `batch["skipped"]` as
-    `(index, path, reason)`, so the training loop can log and count it.
+    `(index, path, reason)`, so the training loop can log and count it. `inputs` are the batch inputs the model's
+    heads require (`VLPModel.batch_inputs()`): the processor makes sentence ids and raw images when they are named.
     """
 
     processor: VLPProcessor
-    return_sentence_ids: bool = False
-    return_raw_images: bool = False
+    inputs: frozenset[HeadInput] = frozenset()
 
     def __call__(self, items: list[dict]) -> dict:
         good = [item for item in items if "skip" not in item]
@@ -33,9 +34,9 @@ class VLPCollator:
         kwargs = {}
         if all(t is not None for t in texts):
             kwargs["text"] = texts
-            kwargs["return_sentence_ids"] = self.return_sentence_ids
+            kwargs["return_sentence_ids"] = HeadInput.SENTENCE_IDS in self.inputs
         batch.update(self.processor(images=[item["image"] for item in good], return_tensors="pt", padding=True,
-                                    return_raw_images=self.return_raw_images, **kwargs))
+                                    return_raw_images=HeadInput.RAW_IMAGES in self.inputs, **kwargs))
         if all(item.get("labels") is not None for item in good):
             batch["labels"] = torch.as_tensor(np.stack([item["labels"] for item in good]), dtype=torch.float32)
         return batch

@@ -8,13 +8,14 @@ from typing import Any, Literal
 
 import yaml
 
-from ..configuration import _from_dict
+from ..configuration import config_from_dict
 
 
 @dataclass
 class ModelSection:
     preset: str = "tiny"  # a name from vlp/presets or a JSON/YAML file
     config: dict[str, Any] = field(default_factory=dict)  # VLPConfig keys that override the preset
+    plugins: list[str] = field(default_factory=list)  # modules or .py files to import first (heads of your own)
 
 
 @dataclass
@@ -75,9 +76,9 @@ class PretrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in {where}; valid top-level keys are: {', '.join(sorted(names))}")
-        return cls(model=_from_dict(ModelSection, values.get("model"), f"{where}: model"),
-                   data=_from_dict(DataSection, values.get("data"), f"{where}: data"),
-                   train=_from_dict(TrainSection, values.get("train"), f"{where}: train"),
+        return cls(model=config_from_dict(ModelSection, values.get("model"), f"{where}: model"),
+                   data=config_from_dict(DataSection, values.get("data"), f"{where}: data"),
+                   train=config_from_dict(TrainSection, values.get("train"), f"{where}: train"),
                    output_dir=values.get("output_dir", cls.output_dir))
 
     @classmethod

@@ -60,3 +60,17 @@ def _columns(data: DataSection, labels_column: str | None = None, label_names: l
     return ColumnConfig(image=data.image_column, text=data.text_column, labels=labels_column or data.labels_column,
                         label_names=label_names or data.label_names, boxes=data.boxes_column,
                         patient_id=data.patient_column, uncertain=data.uncertain)
+
+
+def model_config_for_data(values: dict, label_names: list[str] | None) -> dict:
+    """Model config values (`VLPConfig` keys) with each enabled head's settings completed from the training data
+    by the head's `adapt_to_data` (the radiomics classifier takes its findings from the label columns)."""
+    from ..configuration import normalize_heads
+    from ..registry import head_class, registered_heads
+
+    values = dict(values)
+    legacy = {name: values.pop(name) for name in list(values) if name in registered_heads()}
+    heads = normalize_heads(values.get("heads"), legacy)
+    values["heads"] = {name: head_class(name).adapt_to_data(dict(settings or {}), label_names)
+                       for name, settings in heads.items()}
+    return values

@@ -20,21 +20,24 @@ empty reports, region positions given as normalised centres).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import ModelOutput
 
+from vlp.configuration import HeadInput, SubConfig
 from vlp.losses.local import grid_positions, local_intra_sample_contrastive_loss, spatial_positive_weights
+from vlp.registry import register_head
+
+from ..outputs import TextEncoding
+from ..towers import ImageFeatures, TextFeatures
+from .base import HeadInputs, HeadOutput, TowerDims, VLPHead
 
 __all__ = ["LOSS_NAMES", "LoVTConfig", "LoVTHead", "LoVTOutput", "grid_positions", "pool_sentences",
-           "single_sentence_ids",
-           "weighted_loss"]
+           "single_sentence_ids"]
 
 # The four unweighted local terms. LoVT's names: local_a_l2att, local_a_att2l, local_b_l2att, local_b_att2l
 # (a = scan, b = report, l2att = local -> attended, att2l = attended -> local).
@@ -48,8 +51,11 @@ _LOVT_LOCAL_WEIGHT = 0.375  # LoVT_100.yaml: loss_weights.local_{a,b}_{l2att,att
 
 
 @dataclass
-class LoVTConfig:
-    """LoVT head settings; defaults are LoVT's published ones (repository configs named in each comment)."""
+class LoVTConfig(SubConfig):
+    """LoVT head settings; defaults are LoVT's published ones (repository configs named in each comment).
+
+    The loss weights live in `VLPConfig.loss.weights` as ``lovt/<term>`` (default 0.375 each, LoVT_100.yaml).
+    """
 
     proj_dim: int = 512  # BiModalModelConfig.d_z
     proj_hidden_dim: int = 2048  # BiModalModelConfig.d_hidden
@@ -67,7 +73,6 @@ class LoVTConfig:
     # global_from_local: the model's global image/report embeddings are the projected attention-pooled regions
     # and sentences, so the global loss trains the pooling whose weights weight the local terms
     global_from_pooling: bool = True
-    weights: dict[str, float] = field(default_factory=lambda: {name: _LOVT_LOCAL_WEIGHT for name in LOSS_NAMES})
 
     def __post_init__(self):
         if self.norm not in ("batch", "layer", "none"):
@@ -82,39 +87,12 @@ class LoVTConfig:
                              f"{self.temperature} and {self.attention_temperature}")
         if self.spatial_threshold < 0:
             raise ValueError(f"LoVTConfig.spatial_threshold must be >= 0, got {self.spatial_threshold}")
-        unknown = sorted(set(self.weights) - set(LOSS_NAMES))
-        if unknown:
-            raise ValueError(f"unknown loss name(s) {unknown} in LoVTConfig.weights; the LoVT head's terms are: "
-                             f"{', '.join(LOSS_NAMES)} (global weights belong to the loss config)")
-        # a term left out keeps LoVT's weight; set it to 0 to switch it off
-        self.weights = {name: float(self.weights.get(name, _LOVT_LOCAL_WEIGHT)) for name in LOSS_NAMES}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "LoVTConfig":
-        """Build from a plain dict (as stored in the model's config.json); unknown keys are an error."""
-        if values is None:
-            return cls()
-        if isinstance(values, cls):
-            return values
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in the lovt config; valid keys are: {', '.join(sorted(names))}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable plain dict that `from_dict` reads back."""
-        values = dataclasses.asdict(self)
-        values["weights"] = dict(self.weights)
-        return values
 
 
 @dataclass
-class LoVTOutput(ModelOutput):
-    """What `LoVTHead.forward` returns. ``losses`` holds the named, unweighted terms (`LOSS_NAMES`)."""
+class LoVTOutput(HeadOutput):
+    """What the LoVT head returns. ``losses`` holds the named, unweighted terms (`LOSS_NAMES`)."""
 
-    loss: torch.Tensor | None = None  # weighted sum of `losses` with LoVTConfig.weights
-    losses: dict[str, torch.Tensor] | None = None
     region_embeds: torch.Tensor | None = None  # (B, R, D) projected regions (not L2-normalised; zero if invalid)
     sentence_embeds: torch.Tensor | None = None  # (B, S, D) projected sentences (zero for padding)
     sentence_mask: torch.Tensor | None = None  # (B, S) bool, True for real sentences
@@ -126,16 +104,6 @@ class LoVTOutput(ModelOutput):
     sentence_weights: torch.Tensor | None = None  # (B, S) idem over real sentences (all 0 for an empty report)
     image_pooled: torch.Tensor | None = None  # (B, region_dim) attention-pooled regions (LoVT's global image)
     report_pooled: torch.Tensor | None = None  # (B, token_dim) attention-pooled sentences (0 for an empty report)
-
-
-def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """``sum_k weights[k] * losses[k]``; a term without a weight is an error (so none is dropped silently)."""
-    missing = sorted(set(losses) - set(weights))
-    if missing:
-        raise ValueError(f"no weight for loss term(s) {missing}; set them in LoVTConfig.weights")
-    if not losses:
-        raise ValueError("weighted_loss got no loss terms")
-    return sum(weights[name] * value for name, value in losses.items())
 
 
 def pool_sentences(token_features: torch.Tensor, sentence_ids: torch.Tensor,
@@ -203,6 +171,10 @@ class _LocalProjection(nn.Module):
         self.norm = _MaskedNorm(norm, hidden_dim)
         self.dropout = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden_dim, out_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """LoVT's init: Kaiming-normal (fan-out) weights, zero biases."""
         nn.init.kaiming_normal_(self.fc1.weight, mode="fan_out", nonlinearity="relu")
         nn.init.kaiming_normal_(self.fc2.weight, mode="fan_out", nonlinearity="linear")
         nn.init.zeros_(self.fc1.bias)
@@ -260,12 +232,16 @@ class _SymmetricCrossAttention(nn.Module):
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.output = nn.Linear(dim, dim)
-        for layer in (self.key, self.value, self.output):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="linear")
-            nn.init.zeros_(layer.bias)
         self.norm = _MaskedNorm(norm, dim)
         self.scale = 1.0 / (math.sqrt(dim) * temperature)
         self.attention_dropout = nn.Dropout(attention_dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """LoVT's init: Kaiming-normal (fan-out) weights, zero biases."""
+        for layer in (self.key, self.value, self.output):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="linear")
+            nn.init.zeros_(layer.bias)
 
     def _attend(self, scores: torch.Tensor, values: torch.Tensor, query_mask: torch.Tensor,
                 key_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,15 +264,24 @@ class _SymmetricCrossAttention(nn.Module):
         return at_regions, at_sentences, region_probs, sentence_probs
 
 
-class LoVTHead(nn.Module):
+@register_head
+class LoVTHead(VLPHead):
     """LoVT's local alignment between image regions and report sentences, with its four local losses.
 
-    ``region_dim`` / ``token_dim``: feature sizes of the image tower's regions and the text tower's tokens.
+    Built from a `LoVTConfig` and the towers' sizes (`TowerDims.region_dim` of the image regions,
+    `token_dim` of the text tokens). `align` is the computation on plain tensors; `forward` runs it on what the
+    towers produced. With `global_from_pooling` its attention pooling gives the model's global features.
     """
 
-    def __init__(self, config: LoVTConfig | dict | None, region_dim: int, token_dim: int):
-        super().__init__()
-        self.config = config = LoVTConfig.from_dict(config) if not isinstance(config, LoVTConfig) else config
+    name = "lovt"
+    config_class = LoVTConfig
+    loss_names = LOSS_NAMES
+    default_weights = dict.fromkeys(LOSS_NAMES, _LOVT_LOCAL_WEIGHT)
+    output_class = LoVTOutput
+
+    def __init__(self, config: LoVTConfig, dims: TowerDims, weights=None):
+        super().__init__(config, dims, weights)
+        region_dim, token_dim = dims.region_dim, dims.token_dim
         self.region_pool = _AttentionPool(region_dim, config.pooling_heads, "region")
         self.sentence_pool = _AttentionPool(token_dim, config.pooling_heads, "token")
         self.region_projection = _LocalProjection(region_dim, config.proj_hidden_dim, config.proj_dim,
@@ -306,6 +291,60 @@ class LoVTHead(nn.Module):
         self.cross_attention = _SymmetricCrossAttention(config.proj_dim, config.norm,
                                                         config.attention_temperature, config.attention_dropout)
 
+    # ------------------------------------------------------------------------------------------- protocol
+    @classmethod
+    def required_inputs(cls, config, weights):
+        return frozenset({HeadInput.IMAGES, HeadInput.TEXT, HeadInput.SENTENCE_IDS})
+
+    @classmethod
+    def inference_inputs(cls, config, weights):
+        return cls.required_inputs(config, weights)
+
+    def forward(self, inputs: HeadInputs) -> LoVTOutput:
+        regions = inputs.image.features.regions
+        h, w = inputs.image.features.grid
+        text = inputs.text
+        sentence_ids = text.sentence_ids.masked_fill(text.attention_mask == 0, -1)
+        return self.align(regions, grid_positions(h, w, regions.device), text.features.tokens, sentence_ids,
+                          return_loss=inputs.return_loss)
+
+    @property
+    def replaces_global_pooling(self) -> bool:
+        return self.config.global_from_pooling
+
+    def pool_image(self, features: ImageFeatures) -> torch.Tensor:
+        return self.pool_regions(features.regions)
+
+    def pool_text(self, features: TextFeatures, attention_mask: torch.Tensor,
+                  sentence_ids: torch.Tensor | None) -> torch.Tensor:
+        """A text given without sentence ids (a zero-shot prompt) is one sentence."""
+        ids = single_sentence_ids(attention_mask) if sentence_ids is None else sentence_ids
+        return self.pool_report(features.tokens, ids.masked_fill(attention_mask == 0, -1))
+
+    @property
+    def grounds_text(self) -> bool:
+        return True
+
+    def region_text_similarity(self, inputs: HeadInputs) -> torch.Tensor:
+        """cos(projected region, normalised mean of the normalised projected sentences of the text) ``(B, R)``."""
+        text = inputs.text
+        if text.sentence_ids is None:
+            text = TextEncoding(text.embeds, text.features, text.attention_mask,
+                                single_sentence_ids(text.attention_mask))
+        local = self(HeadInputs(image=inputs.image, text=text))
+        regions = F.normalize(local.region_embeds, dim=-1)
+        mask = local.sentence_mask.unsqueeze(-1).to(regions.dtype)
+        query = F.normalize((F.normalize(local.sentence_embeds, dim=-1) * mask).sum(1), dim=-1)
+        return torch.einsum("brd,bd->br", regions, query)
+
+    def idle_parameters(self) -> set[str]:
+        """Without `global_from_pooling` the attention pooling only weights the local terms, detached."""
+        if self.config.global_from_pooling:
+            return set()
+        return {f"{pool}.{name}" for pool in ("region_pool", "sentence_pool")
+                for name, _ in getattr(self, pool).named_parameters()}
+
+    # ------------------------------------------------------------------------------------ the computation
     def pool_regions(self, region_features: torch.Tensor) -> torch.Tensor:
         """LoVT's global image feature: the attention-pooled regions ``(B, region_dim)`` (all regions valid)."""
         mask = torch.ones(region_features.shape[:2], dtype=torch.bool, device=region_features.device)
@@ -316,14 +355,10 @@ class LoVTHead(nn.Module):
         sentences, sentence_mask = pool_sentences(token_features, sentence_ids, self.config.sentence_pooling)
         return self.sentence_pool(sentences, sentence_mask)[0]
 
-    def weighted_loss(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Weighted sum of the named terms with ``config.weights``."""
-        return weighted_loss(losses, self.config.weights)
-
-    def forward(self, region_features: torch.Tensor, region_positions: torch.Tensor,
-                token_features: torch.Tensor, sentence_ids: torch.Tensor,
-                region_mask: torch.Tensor | None = None, return_loss: bool = True) -> LoVTOutput:
-        """Project, cross-attend and (with ``return_loss``) compute the four local terms.
+    def align(self, region_features: torch.Tensor, region_positions: torch.Tensor,
+              token_features: torch.Tensor, sentence_ids: torch.Tensor,
+              region_mask: torch.Tensor | None = None, return_loss: bool = True) -> LoVTOutput:
+        """Project, cross-attend and (with ``return_loss``) compute the four unweighted local terms.
 
         ``region_features``: ``(B, R, region_dim)``; ``region_positions``: ``(R, 2)`` or ``(B, R, 2)`` normalised
         ``(y, x)`` centres (`grid_positions`); ``token_features``: ``(B, T, token_dim)``; ``sentence_ids``:
@@ -351,7 +386,7 @@ class LoVTHead(nn.Module):
             region_embeds, sentence_embeds, region_mask, sentence_mask)
 
         region_weights, sentence_weights = region_weights.detach(), sentence_weights.detach()
-        losses = loss = None
+        losses = None
         if return_loss:
             use_attention = self.config.element_weighting == "attention"
             positives = spatial_positive_weights(region_positions.to(region_embeds.dtype),
@@ -365,10 +400,9 @@ class LoVTHead(nn.Module):
                 sentence_embeds, at_sentences, mask=sentence_mask,
                 weights=sentence_weights if use_attention else None, temperature=self.config.temperature)
             losses = dict(zip(LOSS_NAMES, (*region_terms, *sentence_terms)))
-            loss = self.weighted_loss(losses)
 
         return LoVTOutput(
-            loss=loss, losses=losses, region_embeds=region_embeds, sentence_embeds=sentence_embeds,
+            losses=losses, region_embeds=region_embeds, sentence_embeds=sentence_embeds,
             sentence_mask=sentence_mask, region_attended_embeds=at_regions, sentence_attended_embeds=at_sentences,
             region_to_sentence_attention=region_probs, sentence_to_region_attention=sentence_probs,
             region_weights=region_weights, sentence_weights=sentence_weights, image_pooled=image_pooled,

@@ -28,7 +28,6 @@ patch tokens, and the Grad-CAM of a classifier on that pooled feature would be z
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,15 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlp.configuration import HeadInput, SubConfig
 from vlp.gradcam import boxes_to_masks, cam_boxes, empty_maps, grad_cam, upsample_cams
 from vlp.losses.ntxent import NEGATIVES, nt_xent_loss
+from vlp.registry import register_head
+
+from .base import HeadInputs, HeadOutput, TowerDims, VLPHead
 
 __all__ = ["EMPTY_CAM", "LOSS_NAMES", "NIH_FINDINGS", "RadiomicsEncoder", "RadiomicsHead", "RadiomicsHeadConfig",
-           "explain_targets", "masked_bce"]
+           "RadiomicsOutput", "explain_targets", "masked_bce"]
 
 LOSS_NAMES = (
-    "radiomics_classification",  # BCE of the multi-label classifier on the known label entries
-    "radiomics_contrastive",  # NT-Xent between image embeddings and radiomics embeddings
+    "classification",  # BCE of the multi-label classifier on the known label entries
+    "contrastive",  # NT-Xent between image embeddings and radiomics embeddings
 )
 
 # The 14 ChestX-ray14 findings, spelt as NIH's image labels (Wang et al., CVPR 2017).
@@ -56,8 +59,8 @@ EMPTY_CAM = ("image", "skip")  # what an all-zero Grad-CAM map gives (RadiomicsH
 
 
 @dataclass
-class RadiomicsHeadConfig:
-    """Settings of the radiomics head (stored as `VLPConfig.radiomics`).
+class RadiomicsHeadConfig(SubConfig):
+    """Settings of the radiomics head (stored as `VLPConfig.heads["radiomics"]`).
 
     label_names: the classifier's findings, in the column order of the `labels` tensor.
     explain: which class Grad-CAM explains: ``"label_or_top"`` the labelled positive class (the highest-scoring
@@ -75,8 +78,10 @@ class RadiomicsHeadConfig:
     temperature, negatives: NT-Xent (0.05 as Han et al.; ``"all"`` SimCLR's negatives, ``"cross"`` the other
         modality only).
     gather_with_grad: negatives from every process with gradients through the gather (as the global loss).
-    weights: default weight of each named term (`LOSS_NAMES`); `VLPConfig.loss.weights` overrides them. A
-        contrastive weight of 0 switches the radiomics extraction off during training.
+
+    The loss weights live in `VLPConfig.loss.weights` as ``radiomics/classification`` and
+    ``radiomics/contrastive`` (default 1 each); a contrastive weight of 0 switches the radiomics extraction off
+    during training.
     """
 
     label_names: list[str] = field(default_factory=lambda: list(NIH_FINDINGS))
@@ -93,7 +98,6 @@ class RadiomicsHeadConfig:
     temperature: float = 0.05
     negatives: Literal["all", "cross"] = "all"
     gather_with_grad: bool = True
-    weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
 
     def __post_init__(self):
         self.label_names = [str(n) for n in self.label_names]
@@ -119,35 +123,6 @@ class RadiomicsHeadConfig:
             raise ValueError(f"RadiomicsHeadConfig.temperature must be > 0, got {self.temperature}")
         if self.negatives not in NEGATIVES:
             raise ValueError(f"RadiomicsHeadConfig.negatives must be one of {NEGATIVES}, got {self.negatives!r}")
-        unknown = sorted(set(self.weights) - set(LOSS_NAMES))
-        if unknown:
-            raise ValueError(f"unknown loss name(s) {unknown} in RadiomicsHeadConfig.weights; the radiomics head's "
-                             f"terms are: {', '.join(LOSS_NAMES)}")
-        self.weights = {name: float(self.weights.get(name, 1.0)) for name in LOSS_NAMES}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "RadiomicsHeadConfig":
-        """Build from a plain dict (as stored in the model's config.json); unknown keys are an error."""
-        if values is None:
-            return cls()
-        if isinstance(values, cls):
-            return values
-        if not isinstance(values, dict):
-            raise TypeError(f"the radiomics config must be a mapping, got {type(values).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in the radiomics config; valid keys are: "
-                             f"{', '.join(sorted(names))}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable plain dict that `from_dict` reads back."""
-        values = dataclasses.asdict(self)
-        values["label_names"] = list(self.label_names)
-        values["feature_classes"] = list(self.feature_classes)
-        values["weights"] = dict(self.weights)
-        return values
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,6 +167,12 @@ class FeatureStandardizer(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches", torch.zeros((), dtype=torch.long))
 
+    def reset_parameters(self) -> None:
+        """Unfitted statistics (mean 0, variance 1, no batch seen): the next training batch sets them."""
+        nn.init.zeros_(self.running_mean)
+        nn.init.ones_(self.running_var)
+        nn.init.zeros_(self.num_batches)
+
     def forward(self, x: torch.Tensor, fit_rows: torch.Tensor | None = None) -> torch.Tensor:
         fit = x if fit_rows is None else x[fit_rows]
         if self.training and fit.shape[0] > 0:
@@ -227,21 +208,77 @@ class RadiomicsEncoder(nn.Module):
         return F.normalize(self.mlp(x), dim=-1)
 
 
-class RadiomicsHead(nn.Module):
-    """Classifier + Grad-CAM + radiomics encoder; `forward` fills a `VLPOutput` in place (see module docstring)."""
+@dataclass
+class RadiomicsOutput(HeadOutput):
+    """What the radiomics head returns; ``logs["empty_cams"]`` is the share of all-zero Grad-CAM maps."""
 
-    def __init__(self, config: RadiomicsHeadConfig | dict | None, image_dim: int, embed_dim: int):
-        super().__init__()
+    class_logits: torch.Tensor | None = None  # (B, L) multi-label logits
+    cams: torch.Tensor | None = None  # (B, h, w) Grad-CAM maps on the region grid, in [0, 1]
+    empty_cams: torch.Tensor | None = None  # (B,) bool: the map is all zero (marks no region)
+    radiomics_embeds: torch.Tensor | None = None  # (B, D) L2-normalised (when raw images are given)
+
+
+@register_head
+class RadiomicsHead(VLPHead):
+    """Classifier + Grad-CAM + radiomics encoder (see the module docstring).
+
+    Built from a `RadiomicsHeadConfig` and the towers' sizes: the classifier reads `TowerDims.region_dim`
+    channels, the radiomics encoder maps into the shared `embed_dim` space.
+    """
+
+    name = "radiomics"
+    config_class = RadiomicsHeadConfig
+    loss_names = LOSS_NAMES
+    legacy_loss_names = {"radiomics_classification": "classification", "radiomics_contrastive": "contrastive"}
+    output_class = RadiomicsOutput
+
+    def __init__(self, config: RadiomicsHeadConfig, dims: TowerDims, weights=None):
+        super().__init__(config, dims, weights)
         from vlp.radiomics import RadiomicsExtractor  # the engine is only needed when the head is on
 
-        self.config = config if isinstance(config, RadiomicsHeadConfig) else RadiomicsHeadConfig.from_dict(config)
-        cfg = self.config
-        self.classifier = nn.Linear(image_dim, len(cfg.label_names))
-        self.extractor = RadiomicsExtractor(cfg.backend, feature_classes=tuple(cfg.feature_classes),
-                                            bin_width=cfg.bin_width)
-        self.encoder = RadiomicsEncoder(self.extractor.num_features, cfg.encoder_hidden_dim, embed_dim,
-                                        cfg.encoder_dropout)
+        self.classifier = nn.Linear(dims.region_dim, len(config.label_names))
+        self.extractor = RadiomicsExtractor(config.backend, feature_classes=tuple(config.feature_classes),
+                                            bin_width=config.bin_width)
+        self.encoder = RadiomicsEncoder(self.extractor.num_features, config.encoder_hidden_dim, dims.embed_dim,
+                                        config.encoder_dropout)
 
+    # ------------------------------------------------------------------------------------------- protocol
+    @classmethod
+    def required_inputs(cls, config, weights):
+        needs = {HeadInput.IMAGES}
+        if weights.get("contrastive", 1.0) != 0.0:
+            needs.add(HeadInput.RAW_IMAGES)
+        return frozenset(needs)
+
+    @classmethod
+    def adapt_to_data(cls, values: dict[str, Any], label_names: list[str] | None) -> dict[str, Any]:
+        """The classifier's findings are the data's label columns unless the settings name them; settings that
+        name other findings than the data has are an error (the outputs must line up with the label columns)."""
+        values = dict(values or {})
+        if label_names is None:
+            if "label_names" not in values:
+                raise ValueError("the radiomics head needs labels: set data.labels_column (--labels-column) to the "
+                                 "manifest's labels, or name the findings in the head's label_names")
+            return values
+        if "label_names" in values and list(values["label_names"]) != list(label_names):
+            raise ValueError(f"the radiomics head's label_names {list(values['label_names'])} differ from the data's "
+                             f"label columns {list(label_names)}; remove them from the config to use the data's")
+        values["label_names"] = list(label_names)
+        return values
+
+    @property
+    def contrastive_on(self) -> bool:
+        return self.loss_weights["contrastive"] != 0.0
+
+    def idle_parameters(self) -> set[str]:
+        """Without the contrastive term nothing trains the radiomics encoder."""
+        return set() if self.contrastive_on else {f"encoder.{n}" for n, _ in self.encoder.named_parameters()}
+
+    @property
+    def uses_image_embeds(self) -> bool:
+        return self.contrastive_on
+
+    # ------------------------------------------------------------------------------------ the computation
     @property
     def feature_names(self) -> list[str]:
         return list(self.extractor.feature_names)
@@ -273,49 +310,42 @@ class RadiomicsHead(nn.Module):
         features = self.extractor(images, masks)
         return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
 
-    def forward(self, out, image_features, pixel_values: torch.Tensor | None, raw_images: torch.Tensor | None,
-                labels: torch.Tensor | None, return_loss: bool) -> None:
-        """Fill ``out.class_logits``, ``out.cams``, ``out.empty_cams``, ``out.radiomics_embeds`` (when
-        `raw_images` are given) and, with `return_loss`, the unweighted terms `LOSS_NAMES` of ``out.losses``."""
+    def forward(self, inputs: HeadInputs) -> RadiomicsOutput:
+        """Class logits, Grad-CAM maps, the radiomics embeddings of the maps' boxes (when raw images are given)
+        and, with `return_loss`, the unweighted terms `LOSS_NAMES`."""
         cfg = self.config
-        regions, grid = image_features.regions, tuple(image_features.grid)
+        features, labels, raw_images = inputs.image.features, inputs.labels, inputs.raw_images
+        regions, grid = features.regions, tuple(features.grid)
         logits = self.classify(regions)
         if labels is not None:
             labels = labels.to(logits.device)
             if labels.shape != logits.shape:
                 raise ValueError(f"labels have shape {tuple(labels.shape)} but the radiomics head predicts "
                                  f"{len(cfg.label_names)} findings for {logits.shape[0]} images "
-                                 f"(radiomics.label_names = {cfg.label_names}); use NaN for unknown entries")
-        out.class_logits = logits
+                                 f"(label_names = {cfg.label_names}); use NaN for unknown entries")
+        out = RadiomicsOutput(class_logits=logits)
         targets = explain_targets(logits, labels, cfg.explain)
         out.cams = self.explain(regions, grid, targets)
         out.empty_cams = empty_maps(out.cams)
+        out.logs = {"empty_cams": out.empty_cams.float().mean().detach()}
         # the pairs that enter the NT-Xent (and fit the standardiser): all, or those whose map marks a region
         paired = ~out.empty_cams if cfg.empty_cam == "skip" else torch.ones_like(out.empty_cams)
-        contrastive_on = cfg.weights["radiomics_contrastive"] != 0.0
-        if return_loss and contrastive_on and raw_images is None:
-            raise ValueError("the radiomics head needs raw_images (B, H, W), the unnormalised [0, 1] model-input "
-                             "images, to compute radiomic features: call the processor with "
-                             "return_raw_images=True and pass raw_images to the model, or set "
-                             "radiomics.weights.radiomics_contrastive = 0")
-        if raw_images is not None and (contrastive_on or not return_loss):
+        if raw_images is not None and (self.contrastive_on or not inputs.return_loss):
             if raw_images.dim() == 4 and raw_images.shape[1] == 1:
                 raw_images = raw_images[:, 0]
             if raw_images.dim() != 3 or raw_images.shape[0] != logits.shape[0]:
                 raise ValueError(f"raw_images must be (B, H, W) with B = {logits.shape[0]}, got "
                                  f"{tuple(raw_images.shape)}")
             boxes = self.region_boxes(out.cams, tuple(raw_images.shape[-2:]))
-            features = self.radiomic_features(raw_images, boxes)
-            out.radiomics_embeds = self.encoder(features.to(logits.device), fit_rows=paired)
-        if return_loss:
-            out.losses["radiomics_classification"] = masked_bce(logits, labels) if labels is not None \
-                else logits.sum() * 0.0
-            if contrastive_on:
-                if out.image_embeds is None:
-                    raise ValueError("the radiomics contrastive loss needs out.image_embeds")
-                out.losses["radiomics_contrastive"] = nt_xent_loss(
-                    out.image_embeds[paired], out.radiomics_embeds[paired], cfg.temperature, cfg.negatives,
+            radiomics = self.radiomic_features(raw_images, boxes)
+            out.radiomics_embeds = self.encoder(radiomics.to(logits.device), fit_rows=paired)
+        if inputs.return_loss:
+            out.losses = {"classification": masked_bce(logits, labels) if labels is not None else logits.sum() * 0.0}
+            if self.contrastive_on:
+                out.losses["contrastive"] = nt_xent_loss(
+                    inputs.image.embeds[paired], out.radiomics_embeds[paired], cfg.temperature, cfg.negatives,
                     gather=True, with_grad=cfg.gather_with_grad)
+        return out
 
 
 def _check_raw_images(raw_images: torch.Tensor) -> None:
