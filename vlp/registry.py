@@ -40,11 +40,19 @@ def register_head(cls: type) -> type:
     if not isinstance(loss_names, tuple) or not all(isinstance(n, str) and n and "/" not in n for n in loss_names):
         raise TypeError(f"{cls.__qualname__}.loss_names must be a tuple of names without '/', got {loss_names!r}")
     existing = _HEADS.get(name)
-    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+    if existing is not None and _origin(existing) != _origin(cls):
         raise ValueError(f"a head named {name!r} is already registered ({existing.__module__}.{existing.__qualname__}); "
                          "choose another name")
     _HEADS[name] = cls
     return cls
+
+
+def _origin(cls: type) -> tuple:
+    """Where a class was defined: its source file (one file imported under two module names is one origin)."""
+    import sys
+
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "__file__", None) or cls.__module__, cls.__qualname__
 
 
 def head_class(name: str) -> type:

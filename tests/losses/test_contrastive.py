@@ -119,3 +119,27 @@ def test_two_processes_with_uneven_batches_score_against_all_rows(tmp_path):
         i2t = F.cross_entropy(logits[rows], labels[rows])
         t2i = F.cross_entropy(logits.T[rows], labels[rows])
         assert results[rank]["loss"].item() == pytest.approx((i2t + t2i).item(), rel=1e-5)
+
+
+def _gather_without_grad_worker(rank, world, init_file, out_dir):
+    import warnings
+
+    from vlp.losses.distributed import GatherWithoutGradientWarning
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    x_img, x_txt, w_img, w_txt = _setup(4)
+    img, txt = F.normalize(x_img @ w_img.T, dim=-1), F.normalize(x_txt @ w_txt.T, dim=-1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clip_loss(img, txt, torch.tensor(5.0), gather=True, with_grad=False)
+        clip_loss(img, txt, torch.tensor(5.0), gather=True, with_grad=True)
+    kinds = [w.category.__name__ for w in caught if issubclass(w.category, GatherWithoutGradientWarning)]
+    torch.save({"warnings": kinds}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_gathering_without_gradients_warns_on_every_process(tmp_path):
+    mp.start_processes(_gather_without_grad_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       join=True, start_method="spawn")
+    for rank in range(2):  # two gathers (images, texts) without gradients warn; the ones with gradients do not
+        assert torch.load(tmp_path / f"rank{rank}.pt")["warnings"] == ["GatherWithoutGradientWarning"] * 2

@@ -280,3 +280,56 @@ def test_trains_on_each_adapters_output(adapter, demo_config, tmp_path, request)
     terms = {"train/radiomics/classification"} if flags else {"train/global_image_to_text"}
     assert terms <= set(scalars), sorted(scalars)
     assert (out / "final" / "model.safetensors").is_file()
+
+
+PLUGIN = REPO / "tests" / "modeling" / "plugin_head.py"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_head_from_a_users_file_trains_logs_saves_and_reloads(demo_config, tmp_path, processes):
+    """`--plugin FILE` imports a head registered with @register_head outside vlp; the recipe needs no change."""
+    from transformers import AutoModel
+
+    from vlp.registry import load_plugins
+
+    out = tmp_path / "plugin"
+    _launch(demo_config, out, "--plugin", str(PLUGIN), "--heads", "region_match", "--max-steps", "2",
+            "--batch-size", "4", processes=processes)
+    scalars = _scalars(out)
+    for tag in ("train/region_match/image_to_text", "train/region_match/text_to_image",
+                "train/region_match/positive_cosine", "train/global_image_to_text"):
+        assert [step for step, _ in scalars[tag]] == [1, 2], tag
+    load_plugins([str(PLUGIN)])
+    model = AutoModel.from_pretrained(out / "final")
+    assert model.head_names == ("region_match",)
+    saved = load_file(out / "final" / "model.safetensors")
+    assert {k for k in saved if k.startswith("region_match.")} == {f"region_match.{n}" for n, _ in
+                                                                   model.region_match.named_parameters()}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+
+
+DDP_IDLE_CONFIGS = {  # configurations whose idle parameters stopped DistributedDataParallel
+    "radiomics_contrastive_0": {"heads": {"radiomics": {}}, "loss": {"weights": {"radiomics/contrastive": 0.0}}},
+    "lovt_tower_pooling": {"heads": {"lovt": {"proj_dim": 32, "proj_hidden_dim": 64, "global_from_pooling": False}}},
+    "roberta_text_tower": {"text_tower": {"model_config": {
+        "model_type": "roberta", "hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "max_position_embeddings": 160, "pad_token_id": 0}}},
+    "convnext_with_lovt": {"image_tower": {"model_name": "convnext_atto", "image_size": 64},
+                           "heads": {"lovt": {"proj_dim": 32, "proj_hidden_dim": 64}}},
+}
+
+
+@pytest.mark.parametrize("case", list(DDP_IDLE_CONFIGS))
+def test_idle_parameters_do_not_stop_two_processes(demo_config, tmp_path, case):
+    config = yaml.safe_load(demo_config.read_text())
+    config["model"]["config"] = DDP_IDLE_CONFIGS[case]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / case
+    result = _launch(path, out, "--max-steps", "3", "--batch-size", "4", processes=2)
+    scalars = _scalars(out)
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3]
+    if case != "roberta_text_tower":  # declared idle and frozen, so DDP does not wait for them
+        assert "idle in this configuration and not trained" in result.stdout + result.stderr
+    assert (out / "final" / "model.safetensors").is_file()

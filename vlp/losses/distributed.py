@@ -1,9 +1,15 @@
 """Gathering features across processes, with gradients, for losses whose negatives span the global batch."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+
+
+class GatherWithoutGradientWarning(UserWarning):
+    """Negatives were gathered across processes without their gradients."""
 
 
 def is_distributed() -> bool:
@@ -33,6 +39,9 @@ def gather_features(features: torch.Tensor, with_grad: bool = True) -> tuple[tor
     if with_grad:
         pieces = list(dist_fn.all_gather(padded))
     else:
+        warnings.warn("features are gathered without gradients (gather_with_grad=False): each process's loss "
+                      "sends no gradient to the other processes' rows, so the run's gradient is not the "
+                      "single-process gradient of the global batch", GatherWithoutGradientWarning, stacklevel=2)
         pieces = [torch.zeros_like(padded) for _ in range(world)]
         dist.all_gather(pieces, padded.contiguous())
         pieces[rank] = padded  # keep this process's own rows differentiable
