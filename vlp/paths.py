@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ def resolve_location(spec: str | None) -> str | None:
         module, _, sub = spec.split(":", 1)[1].partition("/")
         found = importlib.util.find_spec(module)
         if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(f"{spec!r}: the Python package {module!r} is not installed (pip install it)")
+            raise FileNotFoundError(f"{spec!r}: the Python package {module!r} is not installed; install it with "
+                                    f"`{sys.executable} -m pip install {module.replace('_', '-')}`")
         return str(Path(list(found.submodule_search_locations)[0]) / sub)
     return spec
