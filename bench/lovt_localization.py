@@ -146,7 +146,6 @@ def nih_pairs(nih_dir: Path, limit: int = 0) -> list[Pair]:
 def write_config(work: Path, args) -> Path:
     """The run's YAML: lovt.yaml's model section (heads chosen on the command line), the demo data, short run."""
     model = yaml.safe_load((REPO / "recipes/configs/lovt.yaml").read_text())["model"]
-    model["config"].pop("heads", None)
     config = {
         "model": model,
         "data": {"demo_train": args.demo_train, "demo_test": args.demo_test, "demo_dir": args.demo_dir,

@@ -43,7 +43,8 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file with model/data/train/output_dir sections")
     p.add_argument("--preset", help="model preset name or JSON file (model.preset)")
-    p.add_argument("--heads", help="comma-separated heads to enable, e.g. lovt (model.config.heads)")
+    p.add_argument("--heads", help="comma-separated heads to enable, e.g. lovt (model.config.heads; settings the "
+                                   "config gives a named head are kept)")
     p.add_argument("--plugin", action="append", dest="plugins",
                    help="a module name or .py file to import first: heads of your own, registered with "
                         "@vlp.register_head (model.plugins; repeatable)")
@@ -90,8 +91,9 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
         config.data.text_column = None
     if args.output_dir:
         config.output_dir = args.output_dir
-    if args.heads is not None:
-        config.model.config["heads"] = [h for h in args.heads.split(",") if h]
+    if args.heads is not None:  # these heads, with the settings the config gives them
+        settings = normalize_heads(config.model.config.get("heads"))
+        config.model.config["heads"] = {h: settings.get(h) for h in args.heads.split(",") if h}
     if args.plugins:
         config.model.plugins = [*config.model.plugins, *args.plugins]
     return config, args

@@ -185,9 +185,18 @@ def test_cpu_threads_default_shares_the_cores_among_local_processes():
     assert recipe.parse_args([])[0].train.cpu_threads is None
 
 
+def test_heads_flag_keeps_the_settings_the_config_gives(tmp_path):
+    path = tmp_path / "heads.yaml"
+    path.write_text(yaml.safe_dump({"model": {"config": {"heads": {"lovt": {"proj_dim": 64}}}}}))
+    recipe = _recipe_module()
+    assert recipe.parse_args(["--config", str(path), "--heads", "lovt,radiomics"])[0].model.config["heads"] == {
+        "lovt": {"proj_dim": 64}, "radiomics": None}
+    assert recipe.parse_args(["--config", str(path), "--heads", ""])[0].model.config["heads"] == {}
+
+
 def test_text_column_none_means_images_only():
     config, _ = _recipe_module().parse_args(["--text-column", "none", "--heads", "radiomics"])
-    assert config.data.text_column is None and config.model.config["heads"] == ["radiomics"]
+    assert config.data.text_column is None and config.model.config["heads"] == {"radiomics": None}
     assert _recipe_module().parse_args(["--text-column", "report"])[0].data.text_column == "report"
 
 
