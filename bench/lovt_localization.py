@@ -4,7 +4,7 @@ Two arms, trained by the real recipe (``accelerate launch recipes/pretrain.py``)
 steps, batch, learning rate and seeds; they differ only in ``--heads``:
   - ``global``: the global image-report InfoNCE (LoVT's weights, image->text 0.75, text->image 0.25);
   - ``lovt``:   the same + the LoVT head (Mueller et al., ECCV 2022) with its four local terms (0.375 each),
-    ``recipes/configs/lovt.yaml``'s model section.
+    ``recipes/configs/lovt-tiny.yaml``'s model section.
 Each final checkpoint grounds every (image, sentence) pair with ``vlp.grounding.similarity_map`` and is scored
 against the boxes (``vlp.evaluation.localization``): pointing game (the map's maximum inside a box of the
 sentence) and IoU of the min-max normalised map thresholded at 0.3 / 0.5 / 0.7 with the union of the boxes, on
@@ -144,8 +144,8 @@ def nih_pairs(nih_dir: Path, limit: int = 0) -> list[Pair]:
 
 # ---------------------------------------------------------------------------------------------------- training
 def write_config(work: Path, args) -> Path:
-    """The run's YAML: lovt.yaml's model section (heads chosen on the command line), the demo data, short run."""
-    model = yaml.safe_load((REPO / "recipes/configs/lovt.yaml").read_text())["model"]
+    """The run's YAML: lovt-tiny.yaml's model section (heads chosen on the command line), the demo data, short run."""
+    model = yaml.safe_load((REPO / "recipes/configs/lovt-tiny.yaml").read_text())["model"]
     config = {
         "model": model,
         "data": {"demo_train": args.demo_train, "demo_test": args.demo_test, "demo_dir": args.demo_dir,

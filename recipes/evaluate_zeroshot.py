@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoProcessor
 import vlp  # noqa: F401  (registers the Auto classes)
 from vlp import ZeroShotClassifier
 from vlp.evaluation.classification import format_table, per_label_auroc
+from vlp.data.manifest import read_manifest
 from vlp.training.config import DataSection
 from vlp.training.data import build_dataset, demo_manifest
 
@@ -28,7 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--image-column", default="image")
     p.add_argument("--labels-column", default="labels")
     p.add_argument("--label-names", help="comma-separated finding names (also the prompts' label text)")
-    p.add_argument("--split-column", default="split")
+    p.add_argument("--split-column", default="split", help="evaluate the rows of --split only (a manifest without "
+                                                           "this column is evaluated whole)")
     p.add_argument("--split", default="test")
     p.add_argument("--mode", choices=["pos_neg", "softmax"], default="pos_neg")
     p.add_argument("--out", help="also write the table (markdown) to this file")
@@ -45,7 +47,11 @@ def main(argv=None) -> int:
     else:
         from vlp.data.demo import FINDINGS
         manifest, label_names = demo_manifest(data), list(FINDINGS)
-    dataset = build_dataset(manifest, data, split_column=args.split_column, split=args.split,
+    split_column, split = args.split_column, args.split
+    if split_column and split_column not in read_manifest(manifest).column_names:
+        print(f"{manifest} has no {split_column!r} column: evaluating every row", file=sys.stderr)
+        split_column = split = None
+    dataset = build_dataset(manifest, data, split_column=split_column, split=split,
                             labels_column=args.labels_column, label_names=label_names)
     images, targets, skipped = [], [], 0
     for i in range(len(dataset)):
@@ -61,7 +67,8 @@ def main(argv=None) -> int:
         scores = classifier(images).numpy()
     aurocs = per_label_auroc(scores, np.stack(targets), label_names)
     table = format_table(aurocs)
-    print(f"zero-shot ({args.mode}) on {len(images)} held-out images of {manifest} "
+    rows = f"the {split!r} rows" if split_column else "all rows"
+    print(f"zero-shot ({args.mode}) on {len(images)} images ({rows}) of {manifest} "
           f"({skipped} rows skipped), model {args.model}:\n{table}")
     if args.out:
         Path(args.out).write_text(table + "\n")

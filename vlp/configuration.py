@@ -48,6 +48,7 @@ class HeadInput(str, Enum):
     SENTENCE_IDS = "sentence_ids"  # the sentence of every token (processor: return_sentence_ids)
     RAW_IMAGES = "raw_images"  # the unnormalised [0, 1] model-input images (processor: return_raw_images)
     LABELS = "labels"  # (B, L) finding labels, NaN where unknown (the recipe: --labels-column)
+    VIEWS = "views"  # (B, k - 1, C, S, S) further augmented views of each image (augmentation: views: k)
 
 
 def config_from_dict(cls, values: Any, where: str):
@@ -121,6 +122,22 @@ class TextTowerConfig(SubConfig):
 
 
 @dataclass
+class ProjectionConfig(SubConfig):
+    """The projections of the towers' pooled features into the shared space: one bias-free linear layer (CLIP's),
+    or an MLP Linear -> norm -> ReLU -> Linear (LoVT's global projection: 2048 hidden units, BatchNorm)."""
+
+    kind: Literal["linear", "mlp"] = "linear"
+    hidden_dim: int = 2048
+    norm: Literal["batch", "layer", "none"] = "batch"
+
+    def __post_init__(self):
+        if self.kind not in ("linear", "mlp"):
+            raise ValueError(f"projection.kind must be 'linear' or 'mlp', got {self.kind!r}")
+        if self.norm not in ("batch", "layer", "none"):
+            raise ValueError(f"projection.norm must be 'batch', 'layer' or 'none', got {self.norm!r}")
+
+
+@dataclass
 class LossConfig(SubConfig):
     """The global objective, and the weights of loss terms that differ from their defaults.
 
@@ -181,6 +198,7 @@ class VLPConfig(PretrainedConfig):
     image_tower: Any = None
     text_tower: Any = None
     projection_dim: int = 512
+    projection: Any = None  # ProjectionConfig
     heads: Any = None  # head name -> its config dataclass (given as a list of names or a mapping)
     loss: Any = None
 
@@ -199,6 +217,7 @@ class VLPConfig(PretrainedConfig):
             raise ValueError(f"unknown key(s) {unknown} in VLPConfig; valid keys are: {', '.join(sorted(_OWN_FIELDS))}")
         self.image_tower = config_from_dict(ImageTowerConfig, self.image_tower, "image_tower")
         self.text_tower = config_from_dict(TextTowerConfig, self.text_tower, "text_tower")
+        self.projection = config_from_dict(ProjectionConfig, self.projection, "projection")
         self.loss = config_from_dict(LossConfig, copy.deepcopy(self.loss), "loss")
         heads, legacy_weights = {}, {}
         for name, values in normalize_heads(self.heads, legacy).items():
@@ -273,10 +292,10 @@ class VLPConfig(PretrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        for key in ("image_tower", "text_tower", "loss"):
+        for key in ("image_tower", "text_tower", "projection", "loss"):
             out[key] = plain(getattr(self, key))
         out["heads"] = {name: plain(settings) for name, settings in self.heads.items()}
         return out
 
 
-_OWN_FIELDS = {"image_tower", "text_tower", "projection_dim", "heads", "loss"}
+_OWN_FIELDS = {"image_tower", "text_tower", "projection_dim", "projection", "heads", "loss"}

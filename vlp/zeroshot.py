@@ -85,19 +85,19 @@ class ZeroShotClassifier:
     @torch.no_grad()
     def __call__(self, images) -> torch.Tensor:
         with _eval(self.model):
-            scores = [self._label_logits(self.model.encode_images(pixel_values))
-                      for pixel_values in self._pixel_batches(images)]
-        logits = [torch.cat(parts) for parts in zip(*scores)]  # one (N, L) tensor per prompt set
+            return torch.cat([self.scores(self.model.encode_images(pixel_values))
+                              for pixel_values in self._pixel_batches(images)])
+
+    @torch.no_grad()
+    def scores(self, image) -> torch.Tensor:
+        """(n, L) probabilities for images already encoded (`model.encode_images`, an `ImageEncoding`)."""
+        logits = []
+        for text, num_templates in self.prompt_sets:
+            pairwise = self.model.pairwise_logits(image, text, self.score_from)  # (n, L * templates)
+            logits.append(pairwise.view(pairwise.shape[0], len(self.labels), num_templates).mean(-1))
         if self.mode == "pos_neg":
             return torch.sigmoid(logits[0] - logits[1]).cpu()  # exp(pos) / (exp(pos) + exp(neg))
         return logits[0].softmax(dim=-1).cpu()
-
-    def _label_logits(self, image) -> list[torch.Tensor]:
-        out = []
-        for text, num_templates in self.prompt_sets:
-            logits = self.model.pairwise_logits(image, text, self.score_from)  # (n, L * templates)
-            out.append(logits.view(logits.shape[0], len(self.labels), num_templates).mean(-1))
-        return out
 
 
 class _eval:

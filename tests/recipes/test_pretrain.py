@@ -1,75 +1,18 @@
 """The pretraining recipe run as a user runs it: `accelerate launch recipes/pretrain.py` on small demo data."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from recipe_runs import REPO, command, env, launch, recipe_module
+from recipe_runs import scalars as read_scalars
 from safetensors.torch import load_file
-
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "pretrain.py"
-ACCELERATE = Path(sys.executable).parent / "accelerate"
-
-
-def _recipe_module():
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def demo_config(tmp_path_factory) -> Path:
-    """A YAML config: the tiny model on 48 demo phantoms, batches of 8, no dataloader workers."""
-    root = tmp_path_factory.mktemp("recipe")
-    config = {
-        "model": {"preset": "tiny"},
-        "data": {"demo_train": 48, "demo_test": 8, "demo_dir": str(root / "demo"), "num_workers": 0},
-        "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "max_steps": 4, "log_every": 1,
-                  "save_every": 2, "seed": 0},
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _command(config: Path, output_dir: Path, *flags: str, processes: int = 1) -> list[str]:
-    cmd = [str(ACCELERATE), "launch", "--num_processes", str(processes), "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if processes > 1:
-        cmd.append("--multi_gpu")
-    return [*cmd, str(RECIPE), "--config", str(config), "--output-dir", str(output_dir), *flags]
-
-
-def _env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def _launch(config: Path, output_dir: Path, *flags: str, processes: int = 1) -> subprocess.CompletedProcess:
-    result = subprocess.run(_command(config, output_dir, *flags, processes=processes), env=_env(), cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"recipe failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
-
-
-def _scalars(output_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    values: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted((output_dir / "logs").rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            values.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return values
 
 
 def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
@@ -78,14 +21,14 @@ def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
     import vlp  # noqa: F401  (registers the Auto classes)
 
     out = tmp_path / "run"
-    result = _launch(demo_config, out)
-    # accelerate launch sets OMP_NUM_THREADS=1; on the CPU the recipe uses the cores instead
-    threads = _recipe_module().cpu_threads_per_process(1)
-    assert f"CPU training: {threads} threads per process" in result.stdout + result.stderr
+    result = launch(demo_config, out)
+    # accelerate launch sets OMP_NUM_THREADS=1; on the CPU the recipe chooses from the cores that are free
+    cores = recipe_module().cpu_threads_per_process(1, sample_seconds=0)
+    assert any(f"CPU training: {n} threads per process" in result.stdout + result.stderr for n in range(1, cores + 1))
     model = AutoModel.from_pretrained(out / "final")
     processor = AutoProcessor.from_pretrained(out / "final")
     assert type(model).__name__ == "VLPModel"
-    scalars = _scalars(out)
+    scalars = read_scalars(out)
     assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3, 4]
     assert {"train/global_image_to_text", "train/global_text_to_image", "train/lr"} <= set(scalars)
     assert all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"])
@@ -106,9 +49,9 @@ def test_end_to_end_on_tiny_saves_a_model_that_loads(demo_config, tmp_path):
 def test_logged_values_are_means_over_each_window(demo_config, tmp_path):
     """With --log-every 3 and 4 steps the logs hold the mean of steps 1-3 and then step 4 alone (a shorter last
     window is not divided by 3); the values match a run that logs every step (same seed, deterministic)."""
-    _launch(demo_config, tmp_path / "every", "--log-every", "1")
-    _launch(demo_config, tmp_path / "windows", "--log-every", "3")
-    every, windows = _scalars(tmp_path / "every"), _scalars(tmp_path / "windows")
+    launch(demo_config, tmp_path / "every", "--log-every", "1")
+    launch(demo_config, tmp_path / "windows", "--log-every", "3")
+    every, windows = read_scalars(tmp_path / "every"), read_scalars(tmp_path / "windows")
     for tag in ("train/loss", "train/global_image_to_text"):
         per_step = [value for _, value in every[tag]]
         assert [step for step, _ in windows[tag]] == [3, 4]
@@ -119,10 +62,10 @@ def test_logged_values_are_means_over_each_window(demo_config, tmp_path):
 def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
     """Kill the run right after its first checkpoint, `--resume`, and land on the uninterrupted run's weights."""
     flags = ("--max-steps", "10")
-    _launch(demo_config, tmp_path / "whole", *flags)
+    launch(demo_config, tmp_path / "whole", *flags)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(demo_config, out, *flags), env=_env(), cwd=REPO, start_new_session=True,
+    proc = subprocess.Popen(command(demo_config, out, *flags), env=env(), cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
@@ -135,7 +78,7 @@ def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
         proc.wait()
     assert not (out / "final").exists(), "the run finished before it was killed; the test proves nothing"
 
-    result = _launch(demo_config, out, *flags, "--resume")
+    result = launch(demo_config, out, *flags, "--resume")
     assert "resumed from" in result.stdout + result.stderr
     whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     resumed = load_file(out / "final" / "model.safetensors")
@@ -147,10 +90,10 @@ def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
 def test_two_processes_train_both_heads_over_gloo(demo_config, tmp_path):
     """`--multi_gpu --num_processes 2` on CPU: a real gloo group, with the LoVT and radiomics heads on."""
     out = tmp_path / "ddp"
-    result = _launch(demo_config, out, "--heads", "lovt,radiomics", "--max-steps", "2", "--batch-size", "4",
+    result = launch(demo_config, out, "--heads", "lovt,radiomics", "--max-steps", "2", "--batch-size", "4",
                      processes=2)
     assert "x 2 processes" in result.stdout + result.stderr
-    scalars = _scalars(out)
+    scalars = read_scalars(out)
     assert any(tag.startswith("train/lovt/local_") for tag in scalars), sorted(scalars)
     assert any(tag.startswith("train/radiomics/") for tag in scalars), sorted(scalars)
     assert (out / "final" / "model.safetensors").is_file()
@@ -159,9 +102,9 @@ def test_two_processes_train_both_heads_over_gloo(demo_config, tmp_path):
 def test_image_only_radiomics_training_on_two_processes(demo_config, tmp_path):
     """No reports (`--text-column none`): the radiomics head trains alone; the idle text tower must not stop DDP."""
     out = tmp_path / "image_only"
-    _launch(demo_config, out, "--text-column", "none", "--heads", "radiomics", "--max-steps", "2",
+    launch(demo_config, out, "--text-column", "none", "--heads", "radiomics", "--max-steps", "2",
             "--batch-size", "4", processes=2)
-    scalars = _scalars(out)
+    scalars = read_scalars(out)
     assert not any(tag.startswith("train/global_") for tag in scalars), sorted(scalars)
     assert {"train/radiomics/classification", "train/radiomics/contrastive"} <= set(scalars), sorted(scalars)
     # the share of all-zero Grad-CAM maps (images whose radiomics come from no region) is logged beside them
@@ -173,14 +116,34 @@ def test_bad_config_key_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  learning_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"learning_rate.*train"):
-        _recipe_module().parse_args(["--config", str(bad)])
+        recipe_module().parse_args(["--config", str(bad)])
 
 
-def test_cpu_threads_default_shares_the_cores_among_local_processes():
-    recipe = _recipe_module()
-    one, two = recipe.cpu_threads_per_process(1), recipe.cpu_threads_per_process(2)
-    assert one >= 1 and two == max(1, one // 2)
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_cpu_threads_default_shares_the_free_cores_among_local_processes():
+    import multiprocessing
+    import os
+
+    import psutil
+
+    recipe = recipe_module()
+    cores = min(psutil.cpu_count(logical=False) or os.cpu_count(), len(os.sched_getaffinity(0)))
+    assert recipe.cpu_threads_per_process(1, sample_seconds=0) == cores
+    assert recipe.cpu_threads_per_process(2, sample_seconds=0) == max(1, cores // 2)
     assert recipe.cpu_threads_per_process(10_000) == 1
+    # a core kept busy by another process is not counted (docs/benchmarks/cpu_threads.md: 2 threads then run slower)
+    busy = multiprocessing.get_context("spawn").Process(target=_spin, args=(4.0,))
+    busy.start()
+    try:
+        time.sleep(1.0)
+        assert recipe.cpu_threads_per_process(1, sample_seconds=1.0) <= max(1, cores - 1)
+    finally:
+        busy.join()
     assert recipe.parse_args(["--cpu-threads", "3"])[0].train.cpu_threads == 3
     assert recipe.parse_args([])[0].train.cpu_threads is None
 
@@ -188,16 +151,16 @@ def test_cpu_threads_default_shares_the_cores_among_local_processes():
 def test_heads_flag_keeps_the_settings_the_config_gives(tmp_path):
     path = tmp_path / "heads.yaml"
     path.write_text(yaml.safe_dump({"model": {"config": {"heads": {"lovt": {"proj_dim": 64}}}}}))
-    recipe = _recipe_module()
+    recipe = recipe_module()
     assert recipe.parse_args(["--config", str(path), "--heads", "lovt,radiomics"])[0].model.config["heads"] == {
         "lovt": {"proj_dim": 64}, "radiomics": None}
     assert recipe.parse_args(["--config", str(path), "--heads", ""])[0].model.config["heads"] == {}
 
 
 def test_text_column_none_means_images_only():
-    config, _ = _recipe_module().parse_args(["--text-column", "none", "--heads", "radiomics"])
+    config, _ = recipe_module().parse_args(["--text-column", "none", "--heads", "radiomics"])
     assert config.data.text_column is None and config.model.config["heads"] == {"radiomics": None}
-    assert _recipe_module().parse_args(["--text-column", "report"])[0].data.text_column == "report"
+    assert recipe_module().parse_args(["--text-column", "report"])[0].data.text_column == "report"
 
 
 def test_radiomics_head_takes_its_findings_from_the_data():
@@ -234,14 +197,14 @@ def test_trains_on_real_images_and_counts_the_bad_rows(demo_config, shared_data,
     manifest = _covid_manifest_with_bad_rows(shared_data, tmp_path)
     flags = ("--train-data", str(manifest), "--image-column", "image_path", "--text-column", "clinical_notes",
              "--max-steps", "3", "--batch-size", "8")
-    result = _launch(demo_config, tmp_path / "covid", *flags)
+    result = launch(demo_config, tmp_path / "covid", *flags)
     log = result.stdout + result.stderr
     assert "on 26 rows" in log
     assert "gone.png" in log and "skipped row 24" in log and "skipped row 25" in log
     assert "2 rows skipped" in log  # the epoch's count
     assert (tmp_path / "covid" / "final" / "model.safetensors").is_file()
 
-    strict = subprocess.run(_command(demo_config, tmp_path / "strict", *flags, "--strict"), env=_env(), cwd=REPO,
+    strict = subprocess.run(command(demo_config, tmp_path / "strict", *flags, "--strict"), env=env(), cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert strict.returncode != 0
     assert "BadSampleError" in strict.stderr and "gone.png" in strict.stderr and "row 24" in strict.stderr
@@ -253,13 +216,13 @@ def test_streams_a_manifest_on_two_processes(demo_config, tmp_path):
 
     data = yaml.safe_load(demo_config.read_text())["data"]
     manifest = generate_demo_dataset(data["demo_dir"], n_train=data["demo_train"], n_test=data["demo_test"], seed=0)
-    result = _launch(demo_config, tmp_path / "stream", "--train-data", str(manifest), "--streaming",
+    result = launch(demo_config, tmp_path / "stream", "--train-data", str(manifest), "--streaming",
                      "--max-steps", "8", "--batch-size", "4", processes=2)
     log = result.stdout + result.stderr
     assert "on streamed rows" in log and "x 2 processes" in log
     # 56 rows (48 train + 8 test, no split filter) dealt to 2 processes: 28 each, 7 batches of 4 per epoch
     assert "epoch 0 done" in log
-    assert [step for step, _ in _scalars(tmp_path / "stream")["train/loss"]] == list(range(1, 9))
+    assert [step for step, _ in read_scalars(tmp_path / "stream")["train/loss"]] == list(range(1, 9))
 
 
 IMAGES_ONLY = ("--text-column", "none", "--heads", "radiomics", "--labels-column", "labels")
@@ -282,8 +245,8 @@ def test_trains_on_each_adapters_output(adapter, demo_config, tmp_path, request)
     root = root[0] if isinstance(root, tuple) else root  # NIH and COVID fixtures also return reference rows
     manifest = cli.main([adapter, "--root", str(root), "--out", str(tmp_path / f"{adapter}.jsonl")])
     out = tmp_path / "run"
-    _launch(demo_config, out, "--train-data", str(manifest), "--max-steps", "2", "--batch-size", "2", *flags)
-    scalars = _scalars(out)
+    launch(demo_config, out, "--train-data", str(manifest), "--max-steps", "2", "--batch-size", "2", *flags)
+    scalars = read_scalars(out)
     losses = scalars["train/loss"]
     assert [step for step, _ in losses] == [1, 2] and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
     terms = {"train/radiomics/classification"} if flags else {"train/global_image_to_text"}
@@ -302,9 +265,9 @@ def test_a_head_from_a_users_file_trains_logs_saves_and_reloads(demo_config, tmp
     from vlp.registry import load_plugins
 
     out = tmp_path / "plugin"
-    _launch(demo_config, out, "--plugin", str(PLUGIN), "--heads", "region_match", "--max-steps", "2",
+    launch(demo_config, out, "--plugin", str(PLUGIN), "--heads", "region_match", "--max-steps", "2",
             "--batch-size", "4", processes=processes)
-    scalars = _scalars(out)
+    scalars = read_scalars(out)
     for tag in ("train/region_match/image_to_text", "train/region_match/text_to_image",
                 "train/region_match/positive_cosine", "train/global_image_to_text"):
         assert [step for step, _ in scalars[tag]] == [1, 2], tag
@@ -336,8 +299,8 @@ def test_idle_parameters_do_not_stop_two_processes(demo_config, tmp_path, case):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / case
-    result = _launch(path, out, "--max-steps", "3", "--batch-size", "4", processes=2)
-    scalars = _scalars(out)
+    result = launch(path, out, "--max-steps", "3", "--batch-size", "4", processes=2)
+    scalars = read_scalars(out)
     assert [step for step, _ in scalars["train/loss"]] == [1, 2, 3]
     if case != "roberta_text_tower":  # declared idle and frozen, so DDP does not wait for them
         assert "idle in this configuration and not trained" in result.stdout + result.stderr

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..configuration import ContrastiveKind, HeadInput, VLPConfig
+from ..configuration import ContrastiveKind, HeadInput, ProjectionConfig, VLPConfig
 from ..losses.contrastive import clip_loss, siglip_loss
 from .heads.base import HeadInputs, TowerDims, VLPHead, missing_input_message
 from .outputs import FeatureCache, ImageEncoding, TextEncoding, VLPOutput
@@ -21,6 +21,15 @@ from .towers import ImageTower, TextTower
 GLOBAL_SCORE = "global"
 _FIELDS = list(VLPOutput.__dataclass_fields__)
 _HEAD_FIELDS = frozenset(_FIELDS[_FIELDS.index("logs") + 1:])  # VLPOutput's copies of the built-in heads' outputs
+
+
+def build_projection(config: ProjectionConfig, in_dim: int, out_dim: int) -> nn.Module:
+    """A bias-free linear layer, or LoVT's MLP (Linear -> norm -> ReLU -> Linear, as its `SequenceMLP`)."""
+    if config.kind == "linear":
+        return nn.Linear(in_dim, out_dim, bias=False)
+    norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}.get(config.norm, lambda _: nn.Identity())
+    return nn.Sequential(nn.Linear(in_dim, config.hidden_dim), norm(config.hidden_dim), nn.ReLU(),
+                         nn.Linear(config.hidden_dim, out_dim))
 
 
 class VLPPreTrainedModel(PreTrainedModel):
@@ -91,8 +100,8 @@ class VLPModel(VLPPreTrainedModel):
         self.image_tower = ImageTower(config.image_tower)
         self.text_tower = TextTower(config.text_tower)
         dim = config.projection_dim
-        self.image_projection = nn.Linear(self.image_tower.num_features, dim, bias=False)
-        self.text_projection = nn.Linear(self.text_tower.hidden_size, dim, bias=False)
+        self.image_projection = build_projection(config.projection, self.image_tower.num_features, dim)
+        self.text_projection = build_projection(config.projection, self.text_tower.hidden_size, dim)
         loss = config.loss
         self.logit_scale = nn.Parameter(torch.tensor(float(loss.logit_scale_init)),
                                         requires_grad=loss.learn_logit_scale)
@@ -213,8 +222,9 @@ class VLPModel(VLPPreTrainedModel):
         for head in self.heads.values():
             if head.grounds_text:
                 return head.region_text_similarity(HeadInputs(image=image, text=text)).view(-1, h, w)
-        regions = F.normalize(self.image_projection(image.features.regions), dim=-1)
-        return torch.einsum("brd,bd->br", regions, text.embeds).view(-1, h, w)
+        regions = image.features.regions
+        projected = self.image_projection(regions.flatten(0, 1)).view(*regions.shape[:2], -1)  # MLPs take (N, C)
+        return torch.einsum("brd,bd->br", F.normalize(projected, dim=-1), text.embeds).view(-1, h, w)
 
     # --------------------------------------------------------------------------------------- training
     def batch_inputs(self) -> set[HeadInput]:
@@ -247,6 +257,7 @@ class VLPModel(VLPPreTrainedModel):
         sentence_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         raw_images: torch.Tensor | None = None,
+        views: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         return_loss: bool = False,
         feature_cache: FeatureCache | None = None,
@@ -256,6 +267,7 @@ class VLPModel(VLPPreTrainedModel):
         sentence_ids: (B, T) sentence index of each token, -1 outside sentences (LoVT head).
         labels: (B, L) multi-label targets with NaN for unlabelled entries (radiomics head).
         raw_images: (B, H, W) the unnormalised [0, 1] images the radiomics features are computed from.
+        views: (B, k - 1, C, S, S) further augmented views of each image (for heads that compare views).
         image_sizes: the processor's (B, 2) original sizes; accepted so that `model(**processor(...))` works.
         feature_cache: embeddings of the other micro-batches of this optimizer step (gradient accumulation).
 
@@ -276,8 +288,8 @@ class VLPModel(VLPPreTrainedModel):
             out.logits_per_image = out.logits_per_text.T
             if return_loss:
                 out.losses.update(self._global_losses(image.embeds, text.embeds, scale, feature_cache))
-        inputs = HeadInputs(image=image, text=text, labels=labels, raw_images=raw_images, logit_scale=scale,
-                            return_loss=return_loss)
+        inputs = HeadInputs(image=image, text=text, labels=labels, raw_images=raw_images, views=views,
+                            logit_scale=scale, return_loss=return_loss)
         given = inputs.provided()
         for name, head in self.heads.items():
             if return_loss:

@@ -142,6 +142,20 @@ class TextTower(nn.Module):
             self.model = AutoModel.from_config(hf_config)
         self.hidden_size = hf_config.hidden_size
 
+    def embeddings_and_layers(self) -> tuple[nn.Module, nn.ModuleList]:
+        """The encoder's embedding module and its list of transformer layers, in order (for freezing the first N
+        layers, as LoVT and ConVIRT freeze Bio_ClinicalBERT's embeddings and first six layers)."""
+        model = self.model
+        embeddings = getattr(model, "embeddings", None)
+        for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers", "layer"):
+            layers = model
+            for part in path.split("."):
+                layers = getattr(layers, part, None)
+            if isinstance(layers, nn.ModuleList) and embeddings is not None:
+                return embeddings, layers
+        raise ValueError(f"cannot find the embeddings and layer list of text tower {type(model).__name__}; freeze "
+                         "its parameters by name patterns instead (train.freeze.patterns)")
+
     def idle_parameter_names(self) -> set[str]:
         """Names (relative to the tower) of parameters its forward never uses: a pooler the model class keeps."""
         return {f"model.{name}" for name, _ in self.model.named_parameters() if name.startswith("pooler.")}

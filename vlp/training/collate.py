@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..augmentation import Augmenter
 from ..configuration import HeadInput
 from ..processing import VLPProcessor
 
@@ -19,10 +20,17 @@ class VLPCollator:
     a `skip` key is a bad row: it is left out of the batch and reported in `batch["skipped"]` as
     `(index, path, reason)`, so the training loop can log and count it. `inputs` are the batch inputs the model's
     heads require (`VLPModel.batch_inputs()`): the processor makes sentence ids and raw images when they are named.
+    `augmenter` (`vlp.augmentation.Augmenter`) augments every good item first, seeded by the epoch set with
+    `set_epoch` and the item's row index; its extra views become `views` (B, k - 1, C, S, S).
     """
 
     processor: VLPProcessor
     inputs: frozenset[HeadInput] = frozenset()
+    augmenter: Augmenter | None = None
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __call__(self, items: list[dict]) -> dict:
         good = [item for item in items if "skip" not in item]
@@ -30,6 +38,8 @@ class VLPCollator:
         batch: dict = {"skipped": skipped, "indices": [item.get("index") for item in good]}
         if not good:
             return batch
+        if self.augmenter is not None:
+            good = [self.augmenter(item, self.epoch) for item in good]
         texts = [item.get("text") for item in good]
         kwargs = {}
         if all(t is not None for t in texts):
@@ -37,6 +47,10 @@ class VLPCollator:
             kwargs["return_sentence_ids"] = HeadInput.SENTENCE_IDS in self.inputs
         batch.update(self.processor(images=[item["image"] for item in good], return_tensors="pt", padding=True,
                                     return_raw_images=HeadInput.RAW_IMAGES in self.inputs, **kwargs))
+        if "views" in good[0]:
+            extra = [view for item in good for view in item["views"]]
+            pixels = self.processor(images=extra, return_tensors="pt")["pixel_values"]
+            batch["views"] = pixels.view(len(good), -1, *pixels.shape[1:])
         if all(item.get("labels") is not None for item in good):
             batch["labels"] = torch.as_tensor(np.stack([item["labels"] for item in good]), dtype=torch.float32)
         return batch

@@ -14,8 +14,11 @@ from ..configuration import config_from_dict
 @dataclass
 class ModelSection:
     preset: str = "tiny"  # a name from vlp/presets or a JSON/YAML file
-    config: dict[str, Any] = field(default_factory=dict)  # VLPConfig keys that override the preset
+    config: dict[str, Any] = field(default_factory=dict)  # VLPConfig keys that override the preset (or init_from)
     plugins: list[str] = field(default_factory=list)  # modules or .py files to import first (heads of your own)
+    # a saved VLPModel (folder or hub id in the local cache) to start from; its config replaces the preset's,
+    # `config` still overrides it (new heads start from their initial values)
+    init_from: str | None = None
 
 
 @dataclass
@@ -36,6 +39,11 @@ class DataSection:
     streaming: bool = False  # read the manifest as needed (for manifests too big for memory)
     shuffle_buffer: int = 1000  # streaming: rows shuffled together
     shuffle_seed: int = 0
+    # the augmentation stage: None/"none", a preset name ("lovt", vlp/augmentation/presets) or YAML file, or a mapping
+    augmentation: str | dict[str, Any] | None = None
+    # validation: a manifest (`val`), and/or the rows of a split (`val_split`) of `val` or of the training manifest
+    val: str | None = None
+    val_split: str | None = None
     demo_train: int = 2000  # size of the built-in demo data
     demo_test: int = 400
     demo_seed: int = 0
@@ -43,23 +51,57 @@ class DataSection:
 
 
 @dataclass
+class FreezeSection:
+    """Parameters that do not train: excluded from the optimizer (and from DistributedDataParallel)."""
+
+    image_tower: bool = False  # the whole image tower (open_clip's --lock-image)
+    text_tower: bool = False  # the whole text tower (open_clip's --lock-text)
+    text_layers: int = 0  # the text tower's embeddings and its first N layers (LoVT / ConVIRT: 6); 0: none
+    norms: bool = False  # the weights and biases of every norm layer (running statistics still update)
+    patterns: list[str] = field(default_factory=list)  # parameter-name patterns (fnmatch), e.g. "image_tower.*"
+
+
+@dataclass
+class ParamGroupSection:
+    """Parameters whose names match `patterns` (fnmatch; the first group that matches wins) train with their own
+    learning rate and weight decay (None: the run's). Biases, norms and the logit scale never get weight decay."""
+
+    name: str
+    patterns: list[str]
+    lr: float | None = None
+    weight_decay: float | None = None
+
+
+@dataclass
 class TrainSection:
     batch_size: int = 32  # per process, per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step; all of them serve as negatives (feature caching)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    # with grad_accum > 1: every micro-batch of a step serves as negatives of the global loss (feature caching, as
+    # open_clip's --accum-freq); False: each micro-batch has its own negatives (plain gradient accumulation, LoVT's)
+    cache_negatives: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.1
+    param_groups: list[ParamGroupSection] = field(default_factory=list)
+    freeze: FreezeSection = field(default_factory=FreezeSection)
     warmup_steps: int = 50
     max_steps: int = 200
     max_grad_norm: float | None = 1.0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # None: the launcher's choice (accelerate launch --mixed_precision, or `accelerate config`) stands
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     grad_checkpointing: bool = False
     seed: int = 0
     log_every: int = 10
     save_every: int = 100
     keep_checkpoints: int = 2
-    # CPU-only runs: intra-op threads per process. None: the machine's physical cores shared among the local
-    # processes (what `accelerate launch --cpu` picks; plain `accelerate launch` would leave each process 1 thread)
+    eval_every: int = 0  # validate every N steps (and at the end); 0: at the end only, when there is validation data
+    best_metric: str = "val/mean_recall"  # the logged metric that picks OUTPUT_DIR/best (higher is better)
+    report_to: str = "tensorboard"  # Accelerate trackers: tensorboard, wandb, ..., "all" or "none" (comma-separated)
+    # CPU-only runs: intra-op threads per process. None: the measured default (docs/benchmarks/cpu_threads.md)
     cpu_threads: int | None = None
+
+    def __post_init__(self):
+        self.param_groups = [config_from_dict(ParamGroupSection, g, "train.param_groups[]") for g in self.param_groups]
+        self.freeze = config_from_dict(FreezeSection, self.freeze, "train.freeze")
 
 
 @dataclass

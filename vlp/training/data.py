@@ -1,6 +1,7 @@
 """The training dataset a run asks for: a manifest through `ManifestDataset`, or the built-in demo data."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..data.dataset import ColumnConfig, ManifestDataset, ManifestIterableDataset
@@ -39,6 +40,21 @@ def build_train_dataset(data: DataSection, strict: bool = False, rank: int = 0,
                              labels_column=data.labels_column or "labels",
                              label_names=data.label_names or list(FINDINGS), strict=strict)
     return build_dataset(Path(data.train), data, strict=strict)
+
+
+def build_validation_dataset(data: DataSection, strict: bool = False) -> ManifestDataset | None:
+    """The validation rows, or None: `data.val` (a manifest; with `data.val_split` only that split's rows), or
+    without it the `data.val_split` rows of the training manifest (the demo data's when there is none)."""
+    if data.val is None and data.val_split is None:
+        return None
+    split_column = (data.split_column or "split") if data.val_split is not None else None
+    rows = dataclasses.replace(data, split_column=split_column, split=data.val_split)
+    if data.val is None and data.train is None:
+        from ..data.demo import FINDINGS
+
+        return build_dataset(demo_manifest(data), rows, labels_column=data.labels_column or "labels",
+                             label_names=data.label_names or list(FINDINGS), strict=strict)
+    return build_dataset(Path(data.val or data.train), rows, strict=strict)
 
 
 def build_dataset(manifest: Path, data: DataSection, split_column: str | None = None, split: str | None = None,

@@ -53,6 +53,7 @@ _HOW_TO_GET = {
     HeadInput.RAW_IMAGES: "call the processor with return_raw_images=True (a processor created or saved with this "
                           "model does so by default)",
     HeadInput.LABELS: "give labels (B, L), NaN where unknown (the recipe: --labels-column)",
+    HeadInput.VIEWS: "give further augmented views of each image (the recipe: an augmentation with views: 2 or more)",
 }
 
 
@@ -78,12 +79,13 @@ class HeadInputs:
     text: TextEncoding | None = None
     labels: torch.Tensor | None = None  # (B, L), NaN where unknown
     raw_images: torch.Tensor | None = None  # (B, H, W) unnormalised [0, 1] model-input images
+    views: torch.Tensor | None = None  # (B, k - 1, C, S, S) further augmented views of each image
     logit_scale: torch.Tensor | None = None  # exp of the global logit scale, clamped
     return_loss: bool = False
 
     def provided(self) -> set[HeadInput]:
         given = {HeadInput.IMAGES: self.image, HeadInput.TEXT: self.text, HeadInput.LABELS: self.labels,
-                 HeadInput.RAW_IMAGES: self.raw_images,
+                 HeadInput.RAW_IMAGES: self.raw_images, HeadInput.VIEWS: self.views,
                  HeadInput.SENTENCE_IDS: None if self.text is None else self.text.sentence_ids}
         return {key for key, value in given.items() if value is not None}
 
