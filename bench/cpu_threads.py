@@ -132,6 +132,10 @@ def main(argv=None) -> int:
                  for t in threads]
         best = min(threads, key=lambda t: rows[(scenario, t)][1])
         lines.append(f"| {scenario} | " + " | ".join(cells) + f" | {best} |")
+    lines += ["", "The recipe's default (`train.cpu_threads: null`) follows the fastest column: the physical cores that "
+              "are not busy when the run starts (measured over half a second), shared among the processes on the "
+              "machine (`cpu_threads_per_process` in `recipes/pretrain.py`). A load that starts later is not seen; "
+              "set `--cpu-threads` when the machine is shared."]
     args.out.write_text("\n".join(lines) + "\n")
     print(json.dumps({f"{s}/{t}": v[1] for (s, t), v in rows.items()}))
     return 0

@@ -180,8 +180,8 @@ def has_accelerator_device() -> bool:
 def cpu_threads_per_process(local_processes: int, sample_seconds: float = 0.5) -> int:
     """The physical cores this process may use (its CPU affinity, when the OS reports one) that are not busy with
     other work, shared evenly among the processes on this machine, at least 1. Busy cores are measured over
-    `sample_seconds` at start. On 2 cores a process with 2 threads ran its step 1.9x faster than with 1 when the
-    machine was idle, 1.3x slower while another job kept one core busy, and two processes with 2 threads each 1.8x
+    `sample_seconds` at start. On 2 cores a process with 2 threads ran the tiny step 2.0x faster than with 1 when the
+    machine was idle, 1.3x slower while another job kept one core busy, and two processes with 2 threads each 1.5x
     slower than with 1 each (docs/benchmarks/cpu_threads.md)."""
     import psutil
 

@@ -118,3 +118,15 @@ def test_sentence_sampling():
     crop = TextAugmentationConfig(sentence_sampling="random_crop", crop_range=(0.5, 0.5))
     out = augment_report(REPORT, crop, torch.Generator().manual_seed(0))
     assert out.count(".") == 2 and out in REPORT  # two consecutive sentences of four
+
+
+def test_views_reach_the_processor_in_range_without_a_warning(lovt):
+    import warnings
+
+    processor = VLPImageProcessor(image_size=96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a PixelRangeWarning would mean the processor rescaled the view
+        for epoch in range(20):
+            view = lovt(_item(), epoch)["image"]
+            assert 0 <= view.min() and view.max() <= 1
+            processor(images=[view])

@@ -116,9 +116,10 @@ class Augmenter:
         identity = torch.equal(matrix, torch.eye(3, dtype=torch.float64))
         out = {}
         resized = resize_unit(image[None], size)
-        out["image"] = resized[0] if identity else warp(resized, matrix, size)[0].clamp(0, 1)
+        out["image"] = resized[0] if identity else warp(resized, matrix, size)[0]
         for transform in self.intensity:
             out["image"] = transform.apply(out["image"], generator)
+        out["image"] = out["image"].clamp(0, 1)  # float rounding (a blur's sums) must not reach the processor's check
         if targets.get("boxes") is not None:
             boxes = targets["boxes"]
             coords = torch.tensor([[b["x"] * scale_x, b["y"] * scale_y, b["w"] * scale_x, b["h"] * scale_y]
