@@ -165,14 +165,18 @@ def test_lovts_published_configuration(demo_config, tmp_path):
     train = config.train
     assert (train.lr, train.weight_decay, train.batch_size, train.grad_accum) == (1e-4, 1e-6, 32, 16)
     assert train.freeze.text_layers == 6 and not train.cache_negatives
+    assert (config.data.split_column, config.data.split, config.data.val_split) == ("split", "train", "validate")
     assert load_augmentation(config.data.augmentation) == load_augmentation("lovt")
     # the same recipe on the tiny towers (2 text layers), a few demo phantoms and short steps
     out = tmp_path / "lovt"
     demo = yaml.safe_load(demo_config.read_text())["data"]
-    launch(REPO / "recipes" / "configs" / "lovt.yaml", out, "--preset", "tiny", "--freeze-text-layers", "1",
-           "--batch-size", "4", "--grad-accum", "2", "--max-steps", "2", "--num-workers", "0")
-    assert (out / "final" / "model.safetensors").is_file()
-    del demo
+    config = yaml.safe_load((REPO / "recipes" / "configs" / "lovt.yaml").read_text())
+    config["data"].update({k: demo[k] for k in ("demo_train", "demo_test", "demo_dir")}, num_workers=0,
+                          val_split="test")  # the demo data's held-out split
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(config))
+    launch(tmp_path / "demo.yaml", out, "--preset", "tiny", "--freeze-text-layers", "1", "--batch-size", "4",
+           "--grad-accum", "2", "--max-steps", "2")
+    assert (out / "final" / "model.safetensors").is_file() and (out / "best").is_dir()
 
 
 def test_zero_shot_recipe_on_a_manifest_without_splits(base_model, tmp_path, capsys):
