@@ -50,3 +50,30 @@ def scalars(output_dir: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in acc.Tags()["scalars"]:
             values.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return values
+
+
+def kill_and_resume(config: Path, work: Path, *flags: str) -> tuple[dict, dict]:
+    """Run the recipe whole; run it again, kill it right after its first checkpoint (step 2) and `--resume` it.
+    Returns the two final state dicts (uninterrupted, resumed)."""
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    launch(config, work / "whole", *flags)
+    out = work / "killed"
+    proc = subprocess.Popen(command(config, out, *flags), env=env(), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / "checkpoints" / "step_0000002").is_dir():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "final").exists(), "the run finished before it was killed; the test proves nothing"
+    result = launch(config, out, *flags, "--resume")
+    assert "resumed from" in result.stdout + result.stderr
+    return load_file(work / "whole" / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")

@@ -1,8 +1,6 @@
 """The pretraining recipe run as a user runs it: `accelerate launch recipes/pretrain.py` on small demo data."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from recipe_runs import REPO, command, env, launch, recipe_module
+from recipe_runs import REPO, command, env, kill_and_resume, launch, recipe_module
 from recipe_runs import scalars as read_scalars
 from safetensors.torch import load_file
 
@@ -61,27 +59,7 @@ def test_logged_values_are_means_over_each_window(demo_config, tmp_path):
 
 def test_a_killed_run_resumes_to_the_same_weights(demo_config, tmp_path):
     """Kill the run right after its first checkpoint, `--resume`, and land on the uninterrupted run's weights."""
-    flags = ("--max-steps", "10")
-    launch(demo_config, tmp_path / "whole", *flags)
-
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(command(demo_config, out, *flags), env=env(), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while not (out / "checkpoints" / "step_0000002").is_dir():
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (out / "final").exists(), "the run finished before it was killed; the test proves nothing"
-
-    result = launch(demo_config, out, *flags, "--resume")
-    assert "resumed from" in result.stdout + result.stderr
-    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
-    resumed = load_file(out / "final" / "model.safetensors")
+    whole, resumed = kill_and_resume(demo_config, tmp_path, "--max-steps", "10")
     assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
 import yaml
-from recipe_runs import REPO, command, env, launch
+from recipe_runs import REPO, kill_and_resume, launch
 from recipe_runs import scalars as read_scalars
 from safetensors.torch import load_file
 
@@ -56,46 +52,20 @@ def test_fine_tuning_from_a_checkpoint_with_a_new_head_and_a_locked_text_tower(d
 
 
 def test_resuming_a_killed_fine_tune(demo_config, base_model, tmp_path):
-    flags = ("--init-from", str(base_model), "--heads", "lovt", "--max-steps", "4", "--batch-size", "4")
-    launch(demo_config, tmp_path / "whole", *flags)
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(command(demo_config, out, *flags), env=env(), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_after_first_checkpoint(proc, out)
-    launch(demo_config, out, *flags, "--resume")
-    whole, resumed = (load_file(d / "final" / "model.safetensors") for d in (tmp_path / "whole", out))
+    whole, resumed = kill_and_resume(demo_config, tmp_path, "--init-from", str(base_model), "--heads", "lovt",
+                                     "--max-steps", "4", "--batch-size", "4")
+    assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
-
-
-def _kill_after_first_checkpoint(proc, out):
-    deadline = time.monotonic() + 300
-    try:
-        while not (out / "checkpoints" / "step_0000002").is_dir():
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint after 300 s"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (out / "final").exists(), "the run finished before it was killed; the test proves nothing"
 
 
 def test_an_augmented_run_resumes_to_the_same_weights(demo_config, tmp_path):
     """The LoVT augmentation, seeded per sample and epoch: 10 steps of 6 batches per epoch cross an epoch boundary."""
-    flags = ("--max-steps", "10", "--augmentation", "lovt")
-    launch(demo_config, tmp_path / "whole", *flags)
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(command(demo_config, out, *flags), env=env(), cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_after_first_checkpoint(proc, out)
-    launch(demo_config, out, *flags, "--resume")
-    whole, resumed = (load_file(d / "final" / "model.safetensors") for d in (tmp_path / "whole", out))
+    whole, resumed = kill_and_resume(demo_config, tmp_path, "--max-steps", "10", "--augmentation", "lovt")
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-6, msg=key)
-    plain = tmp_path / "plain"
-    launch(demo_config, plain, "--max-steps", "10")
-    unaugmented = load_file(plain / "final" / "model.safetensors")
+    launch(demo_config, tmp_path / "plain", "--max-steps", "10")
+    unaugmented = load_file(tmp_path / "plain" / "final" / "model.safetensors")
     assert not torch.equal(unaugmented["image_projection.weight"], whole["image_projection.weight"])
 
 
