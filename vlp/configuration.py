@@ -184,6 +184,17 @@ def normalize_heads(heads: Any, legacy: dict[str, Any] | None = None) -> dict[st
     return heads
 
 
+def select_heads(current: dict[str, Any], requested: Any) -> dict[str, dict[str, Any]]:
+    """Exactly the heads `requested` names (a list or a mapping name -> settings), each with the settings `current`
+    gives it (name -> settings) and the requested settings over them."""
+    selected = {}
+    for name, settings in normalize_heads(requested).items():
+        merged = dict(current.get(name) or {})
+        merged.update(settings or {})
+        selected[name] = merged
+    return selected
+
+
 class VLPConfig(PretrainedConfig):
     """Configuration of `VLPModel`: image tower, text tower, projection size, losses and enabled heads.
 
@@ -279,13 +290,7 @@ class VLPConfig(PretrainedConfig):
         here keeps its settings (a mapping's settings are merged over them), a new one gets its defaults; the loss
         weights of heads left out are dropped."""
         values = self.to_dict()
-        current = values["heads"]
-        new = {}
-        for name, settings in normalize_heads(heads).items():
-            merged = dict(current.get(name) or {})
-            merged.update(settings or {})
-            new[name] = merged
-        values["heads"] = new
+        values["heads"] = new = select_heads(values["heads"], heads)
         values["loss"]["weights"] = {k: v for k, v in values["loss"]["weights"].items()
                                      if "/" not in k or k.split("/", 1)[0] in new}
         return type(self)(**{k: v for k, v in values.items() if k != "transformers_version"})

@@ -318,13 +318,6 @@ class VLPModel(VLPPreTrainedModel):
             out.loss = sum(weights[name] * value for name, value in out.losses.items())
         return out
 
-    def loss_weight(self, name: str) -> float:
-        """Weight of the named term (`config.loss_weights()`)."""
-        weights = self.config.loss_weights()
-        if name not in weights:
-            raise KeyError(f"no loss term {name!r} in this configuration; its terms are: {', '.join(weights)}")
-        return weights[name]
-
     def _global_losses(self, image_embeds, text_embeds, scale, cache: FeatureCache | None):
         if cache is not None:
             n, start = image_embeds.shape[0], cache.start

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..configuration import VLPConfig, normalize_heads
+from ..configuration import VLPConfig, normalize_heads, select_heads
 from ..factory import configure_processor, create_model_and_processor, load_preset, merge
 from ..modeling.model import VLPModel
 from ..modeling.towers import TowerUnavailableError, _downloads_allowed, _offline
@@ -43,8 +43,7 @@ def run_model_values(model: ModelSection) -> dict[str, Any]:
     values = merge(base, {k: v for k, v in overrides.items() if k != "heads"})
     if "heads" in overrides:
         over_legacy = {name: values.pop(name) for name in list(values) if name in registered_heads()}
-        values["heads"] = {name: merge(base_heads.get(name) or {}, settings or {})
-                           for name, settings in normalize_heads(overrides["heads"], over_legacy).items()}
+        values["heads"] = select_heads(base_heads, normalize_heads(overrides["heads"], over_legacy))
     else:
         values["heads"] = base_heads
     return values
