@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--mode", choices=["pos_neg", "softmax"], default="pos_neg")
     p.add_argument("--out", help="also write the table (markdown) to this file")
+    p.add_argument("--json", help="also write the evaluation record (for a model card: vlp push --eval) to this file")
+    p.add_argument("--dataset-name", help="the evaluation data's name in the record (default: the manifest's)")
     args = p.parse_args(argv)
 
     model = AutoModel.from_pretrained(args.model).eval()
@@ -72,6 +74,20 @@ def main(argv=None) -> int:
           f"({skipped} rows skipped), model {args.model}:\n{table}")
     if args.out:
         Path(args.out).write_text(table + "\n")
+    if args.json:
+        import json
+        import math
+
+        from vlp.hub.card import model_fingerprint
+
+        defined = [v for v in aurocs.values() if not math.isnan(v)]
+        record = {"model_sha256": model_fingerprint(args.model), "task": "zero-shot-image-classification",
+                  "mode": args.mode,
+                  "dataset": {"name": args.dataset_name or ("vlp demo phantoms" if not args.data else manifest.stem),
+                              "manifest": str(manifest), "rows": len(images), "split": split},
+                  "metrics": {"auroc": {k: (None if math.isnan(v) else v) for k, v in aurocs.items()},
+                              "mean_auroc": sum(defined) / len(defined) if defined else None}}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

@@ -92,6 +92,9 @@ def parse_args(argv=None) -> tuple[PretrainConfig, argparse.Namespace]:
     p.add_argument("--best-metric", help="logged metric that picks OUTPUT_DIR/best, e.g. val/mean_auroc")
     p.add_argument("--report-to", help="trackers: tensorboard (default), wandb, ..., all or none (comma-separated)")
     p.add_argument("--cpu-threads", type=int, help="CPU-only runs: threads per process (default: measured, see docs)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="push the final model, with a model card, to this Hub "
+                                                             "repo at the end (needs a token: hf auth login)")
+    p.add_argument("--hub-private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--resume", nargs="?", const="latest",
                    help="continue from OUTPUT_DIR's latest checkpoint (or the checkpoint folder given)")
     args = p.parse_args(argv)
@@ -158,13 +161,16 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, kee
     accelerator.wait_for_everyone()
 
 
-def save_model(accelerator: Accelerator, model, processor, folder: Path, extra: dict | None = None) -> None:
-    """The model and processor in `folder` (written next to it and renamed: never half a model)."""
+def save_model(accelerator: Accelerator, model, processor, folder: Path, training: dict,
+               extra: dict | None = None) -> None:
+    """The model and processor in `folder`, with the run's `training_config.json` (what the model card reports);
+    written next to it and renamed: never half a model."""
     if accelerator.is_main_process:
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        (tmp / "training_config.json").write_text(json.dumps(training, indent=2, default=str))
         if extra is not None:
             (tmp / "trainer_state.json").write_text(json.dumps(extra, indent=2))
         shutil.rmtree(folder, ignore_errors=True)
@@ -334,6 +340,19 @@ def main(argv=None) -> int:
                 train.grad_accum, accelerator.num_processes)
     label_names = None if val_dataset is None else val_dataset.label_names
 
+    def training_record() -> dict:
+        """What the run was: its config, steps and epochs so far, processes, precision, the best validation."""
+        import transformers
+
+        import vlp
+
+        return {"config": config.to_dict(), "steps": state["step"], "epochs": state["epoch"],
+                "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                "global_batch": train.batch_size * train.grad_accum * accelerator.num_processes,
+                "train_rows": None if streaming else len(dataset), "best": state["best"],
+                "versions": {"vlp": vlp.__version__, "torch": torch.__version__,
+                             "transformers": transformers.__version__}}
+
     def run_validation() -> None:
         metrics = validate(accelerator, unwrapped, processor, val_loader, label_names)
         accelerator.log(metrics, step=state["step"])
@@ -345,7 +364,8 @@ def main(argv=None) -> int:
                              f"{sorted(metrics)}")
         if state["best"] is None or value > state["best"]["value"]:
             state["best"] = {"metric": train.best_metric, "value": value, "step": state["step"]}
-            save_model(accelerator, unwrapped, processor, output_dir / "best", extra={**state["best"], **metrics})
+            save_model(accelerator, unwrapped, processor, output_dir / "best", training_record(),
+                       extra={**state["best"], **metrics})
             logger.info("new best %s %.4f: saved to %s", train.best_metric, value, output_dir / "best",
                         main_process_only=True)
 
@@ -415,9 +435,18 @@ def main(argv=None) -> int:
         run_validation()
 
     accelerator.wait_for_everyone()
-    save_model(accelerator, unwrapped, processor, output_dir / "final")
+    save_model(accelerator, unwrapped, processor, output_dir / "final", training_record())
     logger.info("saved the final model and processor to %s", output_dir / "final", main_process_only=True)
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        from vlp.hub import HubPushError, push
+
+        try:
+            url = push(output_dir, args.push_to_hub, private=args.hub_private)
+        except (HubPushError, ValueError) as err:
+            logger.error("--push-to-hub failed: %s", err)
+            return 1
+        logger.info("pushed the final model to %s: %s", args.push_to_hub, url)
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ["release_layouts"]  # tests/release_layouts.py: the public sets' release folders
+pytest_plugins = ["release_layouts", "hub_server"]  # the public sets' release folders; a local Hub
 
 SHARED_DATA = Path(os.environ.get("VLP_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -1,4 +1,4 @@
-"""The `vlp` command: `vlp ground`, `vlp radiomics`, `vlp prepare`, `vlp demo-data`."""
+"""The `vlp` command: `vlp ground`, `vlp push`, `vlp card`, `vlp radiomics`, `vlp prepare`, `vlp demo-data`."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,49 @@ def _ground(args) -> int:
     return 0
 
 
+def _card_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run's output folder (its final/ is pushed) or a saved model folder")
+    p.add_argument("repo_id", help="the Hub repo, e.g. my-lab/cxr-clip-base")
+    p.add_argument("--eval", help="an evaluation record (recipes/evaluate_zeroshot.py --json) for the card")
+    p.add_argument("--card-text", help="a Markdown file whose text is added to the card")
+    p.add_argument("--license", default="other", help="the card's license id (default: other)")
+    p.add_argument("--dataset", action="append", dest="datasets", help="a Hub dataset id the model was trained on")
+
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
+    _card_arguments(p)
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="push to this branch (created when missing) instead of main")
+
+
+def _push(args) -> int:
+    from vlp.hub import HubPushError, push
+
+    card_text = open(args.card_text).read() if args.card_text else None
+    try:
+        url = push(args.run_dir, args.repo_id, private=args.private, revision=args.revision, evaluation=args.eval,
+                   card_text=card_text, license=args.license, datasets=args.datasets)
+    except (HubPushError, ValueError, FileNotFoundError) as err:
+        print(f"vlp push: {err}", file=sys.stderr)
+        return 1
+    print(f"pushed {args.run_dir} to {args.repo_id}: {url}")
+    return 0
+
+
+def _card(args) -> int:
+    from vlp.hub import HubPushError, prepare_card
+
+    card_text = open(args.card_text).read() if args.card_text else None
+    try:
+        _, _, card = prepare_card(args.run_dir, args.repo_id, evaluation=args.eval, card_text=card_text,
+                                  license=args.license, datasets=args.datasets)
+    except (HubPushError, ValueError, FileNotFoundError) as err:
+        print(f"vlp card: {err}", file=sys.stderr)
+        return 1
+    print(card, end="")
+    return 0
+
+
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder (default: the demo cache folder)")
     p.add_argument("--n-train", type=int, default=2000)
@@ -54,6 +97,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("ground", help="write a phrase-grounding overlay PNG")
     _ground_arguments(p)
     commands["ground"] = _ground
+
+    p = sub.add_parser("push", help="share a trained model on the Hugging Face Hub, with a model card")
+    _push_arguments(p)
+    commands["push"] = _push
+
+    p = sub.add_parser("card", help="print the model card `vlp push` would write (nothing is pushed)")
+    _card_arguments(p)
+    commands["card"] = _card
 
     p = sub.add_parser("demo-data", help="generate the built-in demo phantoms and print the manifest path")
     _demo_arguments(p)

@@ -94,13 +94,18 @@ def configure_processor(processor: VLPProcessor, config: VLPConfig) -> VLPProces
 
 
 def create_model_and_processor(preset: str | Path | dict[str, Any] = "tiny", load_pretrained: bool = True,
+                               init: str | Path | None = None, revision: str | None = None,
                                **overrides: Any) -> tuple[VLPModel, VLPProcessor]:
     """Build `VLPModel` and `VLPProcessor` from a preset (a name, a JSON/YAML file or a config dict), with config
-    keys overridden by keyword.
+    keys overridden by keyword; or with `init` load a saved model: a folder, or a Hub repo id (`revision`: a branch,
+    tag or commit), then `heads=` may choose its heads (new ones start from their initial values).
 
-    Example: `create_model_and_processor("tiny", heads=["lovt"], image_tower={"image_size": 96})`.
+    Example: `create_model_and_processor("tiny", heads=["lovt"], image_tower={"image_size": 96})`,
+    `create_model_and_processor(init="my-lab/cxr-vlp", heads=["lovt"])`.
     `load_pretrained` loads the towers' pretrained weights where the preset names them.
     """
+    if init is not None:
+        return _load_model_and_processor(str(init), revision, **overrides)
     values = merge(load_preset(preset), overrides)
     config = VLPConfig(**values)
     processor = create_processor(config)
@@ -111,3 +116,21 @@ def create_model_and_processor(preset: str | Path | dict[str, Any] = "tiny", loa
     if load_pretrained:
         model.load_pretrained_towers()
     return model, processor
+
+
+def _load_model_and_processor(init: str, revision: str | None, heads: Any = None,
+                              **others: Any) -> tuple[VLPModel, VLPProcessor]:
+    from transformers import AutoProcessor
+
+    if others:
+        raise ValueError(f"with init=, only heads= can change the saved model (got {sorted(others)}); the rest of its "
+                         "config is what it was trained with")
+    try:
+        model = VLPModel.from_pretrained(init, revision=revision, heads=heads)
+        processor = AutoProcessor.from_pretrained(init, revision=revision)
+    except OSError as err:
+        raise TowerUnavailableError(
+            f"init={init!r}: no saved vlp model there, and it could not be downloaded (not a folder; a Hub id must be "
+            "in the local cache when HF_HUB_OFFLINE=1 or without network). "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return model, configure_processor(processor, model.config)

@@ -109,6 +109,8 @@ class VLPHead(nn.Module):
     output_class: ClassVar[type] = HeadOutput
     data_dependent_graph: ClassVar[bool] = False
     score_modes: ClassVar[tuple[str, ...]] = ()
+    summary: ClassVar[str] = ""  # one sentence on what the head adds (model cards)
+    citation: ClassVar[str] = ""  # the method's publication (model cards)
 
     def __init__(self, config: Any, dims: TowerDims, weights: Mapping[str, float] | None = None):
         super().__init__()

@@ -274,6 +274,10 @@ class LoVTHead(VLPHead):
     """
 
     name = "lovt"
+    summary = ("LoVT's local alignment: image regions and report sentences attend to each other, with contrastive "
+               "losses within each sample, for localised downstream tasks")
+    citation = ("Müller, Kaissis, Zou, Rueckert. Joint Learning of Localized Representations from Medical Images and "
+                "Reports. ECCV 2022. arXiv:2112.02889")
     config_class = LoVTConfig
     loss_names = LOSS_NAMES
     default_weights = dict.fromkeys(LOSS_NAMES, _LOVT_LOCAL_WEIGHT)

@@ -227,6 +227,11 @@ class RadiomicsHead(VLPHead):
     """
 
     name = "radiomics"
+    summary = ("radiomics as a third modality: a finding classifier whose Grad-CAM box gives radiomic features that "
+               "are contrasted with the image embedding (the feedback loop)")
+    citation = ("Han, Chen, Tewfik, Glicksberg, Ding, Peng, Wang. Knowledge-Augmented Contrastive Learning for "
+                "Abnormality Classification and Localization in Chest X-rays with Radiomics using a Feedback Loop. "
+                "WACV 2022. arXiv:2104.04968")
     config_class = RadiomicsHeadConfig
     loss_names = LOSS_NAMES
     legacy_loss_names = {"radiomics_classification": "classification", "radiomics_contrastive": "contrastive"}
