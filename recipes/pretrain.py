@@ -444,7 +444,8 @@ def main(argv=None) -> int:
         try:
             url = push(output_dir, args.push_to_hub, private=args.hub_private)
         except (HubPushError, ValueError) as err:
-            logger.error("--push-to-hub failed: %s", err)
+            logger.error("--push-to-hub failed: %s. The model is saved in %s; push it with `vlp push %s %s`", err,
+                         output_dir / "final", output_dir, args.push_to_hub)
             return 1
         logger.info("pushed the final model to %s: %s", args.push_to_hub, url)
     return 0

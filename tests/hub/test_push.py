@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
@@ -157,6 +156,7 @@ def test_the_recipe_pushes_its_final_model(hub, tmp_path):
                   hub.env(tmp_path / "pusher2", token=None), timeout=600)
     assert failed.returncode == 1 and (tmp_path / "run2" / "final" / "model.safetensors").is_file()
     assert "no Hugging Face token" in failed.stdout + failed.stderr
+    assert f"push it with `vlp push {tmp_path / 'run2'} tester/recipe-run2`" in failed.stdout + failed.stderr
 
 
 def test_a_hundred_megabyte_checkpoint_goes_through_lfs(hub, tmp_path):
